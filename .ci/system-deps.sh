@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the system tools the test world needs when they are missing (Debian/Ubuntu).
+set -euo pipefail
+missing=()
+command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || missing+=(maven)
+command -v go >/dev/null || missing+=(golang-go)
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# Go >= 1.21 fetches the toolchain Kubernetes asks for by itself (GOTOOLCHAIN=auto).
+go_minor=$(go env GOVERSION | sed -E 's/go1\.([0-9]+).*/\1/')
+if [ "$go_minor" -lt 21 ]; then
+  echo "Go $(go env GOVERSION) is too old: install Go >= 1.21 (it then downloads the" \
+       "toolchain k8s.io/kubernetes asks for from the Go module proxy)" >&2
+  exit 1
+fi

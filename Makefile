@@ -1,0 +1,45 @@
+# kube-event-bridge: `make demo` shows it working, `make test` proves it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv lint world-up world-down test unit demo bench chaos schema clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install missing system packages (Java 17, Maven; Go must be >= 1.21)
+	@bash .ci/system-deps.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -U pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed ## the Python virtualenv with runtime and test dependencies
+
+lint: venv ## ruff and mypy
+	$(PY) -m ruff check bridge sinks tests
+	$(PY) -m mypy
+
+world-up: deps venv ## build (first time) and start kube-apiserver+etcd, Kafka, NATS on loopback
+	$(PY) -m tests.env up
+
+world-down: ## stop the test world and delete its data
+	$(PY) -m tests.env down
+
+unit: venv ## unit tests only (no servers)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test: deps venv lint ## everything: lint, start the real servers, unit + integration tests
+	$(PY) -m tests.env up >/dev/null
+	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	$(PY) -m tests.env down; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
+	exit $$rc
+
+clean: ## remove the venv and caches in the repo (build caches in ~/.cache stay)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Delivery sinks: one protocol, one conformance suite."""

@@ -1,0 +1,1 @@
+"""The local test world: real kube-apiserver + etcd, Kafka and NATS on loopback."""

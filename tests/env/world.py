@@ -1,0 +1,355 @@
+"""The local test world: etcd + kube-apiserver (RBAC), a KRaft Kafka broker, NATS JetStream.
+
+Everything binds to 127.0.0.1 on ports chosen free at first start and kept while they stay
+free; state (pids, ports, data, logs, certs) lives in ``versions.run_root()``. ``up`` is
+idempotent: a healthy daemon with the wanted argv is left alone, a dead or stale one is
+restarted, a port taken by a foreign process is replaced by a free one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.env import builds, pki, procs, versions
+
+SERVICES = ("etcd", "kube-apiserver", "kafka", "nats")
+PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "kafka", "kafka_controller", "nats", "nats_http")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kubeconfig: Path
+    kafka_bootstrap_servers: str
+    nats_url: str
+    etcd_endpoints: str
+    apiserver_url: str
+    ca_file: Path
+
+    def exports(self) -> dict[str, str]:
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
+            "NATS_URL": self.nats_url,
+            "ETCD_ENDPOINTS": self.etcd_endpoints,
+        }
+
+
+class World:
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or versions.run_root()
+        self.state_file = self.root / "state.json"
+        self.pki_dir = self.root / "pki"
+
+    # ---- ports -------------------------------------------------------------------------
+
+    def _ports(self) -> dict[str, int]:
+        try:
+            ports: dict[str, int] = json.loads(self.state_file.read_text())["ports"]
+        except (OSError, ValueError, KeyError):
+            ports = {}
+        return ports
+
+    def _assign_ports(self) -> dict[str, int]:
+        """Keep recorded ports that are free or held by our own live daemons."""
+        ports = self._ports()
+        ours = {
+            "etcd": ("etcd", "etcd_peer"),
+            "kube-apiserver": ("apiserver",),
+            "kafka": ("kafka", "kafka_controller"),
+            "nats": ("nats", "nats_http"),
+        }
+        held = set()
+        for service, names in ours.items():
+            if procs.running_pid(self.daemon_stub(service)) is not None:
+                held.update(names)
+        for name in PORT_NAMES:
+            port = ports.get(name)
+            if port is None or (name not in held and not procs.port_free(port)):
+                ports[name] = procs.free_port(set(ports.values()))
+        self.state_file.write_text(json.dumps({"ports": ports}, indent=2))
+        return ports
+
+    # ---- daemons -----------------------------------------------------------------------
+
+    def daemon_stub(self, service: str) -> procs.Daemon:
+        return procs.Daemon(service, [], self.root / service)
+
+    def _etcd(self, ports: dict[str, int]) -> procs.Daemon:
+        work = self.root / "etcd"
+        client = f"http://127.0.0.1:{ports['etcd']}"
+        peer = f"http://127.0.0.1:{ports['etcd_peer']}"
+        argv = [
+            str(builds.etcd()),
+            "--name=keb", f"--data-dir={work / 'data'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=keb={peer}", "--initial-cluster-state=new",
+            "--unsafe-no-fsync=true", "--quota-backend-bytes=4294967296",
+            "--log-level=warn", "--experimental-watch-progress-notify-interval=5s",
+        ]
+        return procs.Daemon("etcd", argv, work)
+
+    def _apiserver(self, ports: dict[str, int]) -> procs.Daemon:
+        work = self.root / "kube-apiserver"
+        ca = pki.ensure_ca(self.pki_dir)
+        serving = pki.issue(ca, self.pki_dir, "apiserver", "kube-apiserver", server=True)
+        sa = pki.ensure_service_account_keys(self.pki_dir)
+        argv = [
+            str(builds.kube_apiserver()),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['apiserver']}",
+            f"--cert-dir={work / 'certs'}",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={ca.cert}",
+            "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa.cert}",
+            f"--service-account-signing-key-file={sa.key}",
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--storage-backend=etcd3",
+            "--etcd-compaction-interval=0",
+            "--v=1",
+        ]
+        return procs.Daemon("kube-apiserver", argv, work)
+
+    def _kafka(self, ports: dict[str, int]) -> procs.Daemon:
+        work = self.root / "kafka"
+        work.mkdir(parents=True, exist_ok=True)
+        data = work / "data"
+        props = work / "server.properties"
+        props.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{ports['kafka_controller']}",
+            f"listeners=PLAINTEXT://127.0.0.1:{ports['kafka']},"
+            f"CONTROLLER://127.0.0.1:{ports['kafka_controller']}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{ports['kafka']}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={data}",
+            "num.partitions=3",
+            "auto.create.topics.enable=true",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=3",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "transaction.state.log.num.partitions=3",
+            "group.initial.rebalance.delay.ms=0",
+            "num.network.threads=2",
+            "num.io.threads=4",
+            "log.retention.hours=24",
+            "",
+        ]))
+        (work / "log4j.properties").write_text("\n".join([
+            "log4j.rootLogger=WARN, stdout",
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
+            "log4j.logger.kafka.server.KafkaRaftServer=INFO",
+            "",
+        ]))
+        java = str(builds.java())
+        classpath = f"{builds.kafka_libs()}/*"
+        jvm = [
+            java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
+            "-cp", classpath,
+        ]
+        if not (data / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            builds.run_logged(
+                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                work, work / "format.log",
+            )
+        return procs.Daemon("kafka", [*jvm, "kafka.Kafka", str(props)], work)
+
+    def _nats(self, ports: dict[str, int]) -> procs.Daemon:
+        work = self.root / "nats"
+        argv = [
+            str(builds.nats_server()),
+            "-a", "127.0.0.1", "-p", str(ports["nats"]), "-m", str(ports["nats_http"]),
+            "-js", "-sd", str(work / "jetstream"), "-n", "keb-nats",
+        ]
+        return procs.Daemon("nats", argv, work)
+
+    def _daemon(self, service: str, ports: dict[str, int]) -> procs.Daemon:
+        factory = {
+            "etcd": self._etcd, "kube-apiserver": self._apiserver,
+            "kafka": self._kafka, "nats": self._nats,
+        }[service]
+        return factory(ports)
+
+    # ---- readiness ---------------------------------------------------------------------
+
+    def _ready(self, service: str, ports: dict[str, int]) -> bool:
+        if service == "etcd":
+            return _http_ok(f"http://127.0.0.1:{ports['etcd']}/health")
+        if service == "kube-apiserver":
+            ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
+            return _http_ok(f"https://127.0.0.1:{ports['apiserver']}/readyz", ctx)
+        if service == "kafka":
+            log = (self.root / "kafka" / "kafka.log").read_text(errors="replace")
+            started = log.rfind("Kafka Server started") > log.rfind("==== start")
+            return started and procs.port_open(ports["kafka"])
+        return _http_ok(f"http://127.0.0.1:{ports['nats_http']}/healthz?js-enabled-only=true")
+
+    _TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0, "kafka": 90.0, "nats": 30.0}
+
+    def start(self, service: str) -> None:
+        """Start ``service`` unless it already runs healthy with the wanted configuration."""
+        ports = self._assign_ports()
+        daemon = self._daemon(service, ports)
+        if procs.running_pid(daemon, daemon.argv) is not None and self._ready(service, ports):
+            return
+        procs.stop(daemon)
+        procs.start(daemon)
+        procs.wait_until(daemon, lambda: self._ready(service, ports),
+                         self._TIMEOUTS[service], "readiness check")
+
+    def stop(self, service: str) -> None:
+        procs.stop(self.daemon_stub(service))
+
+    def kill(self, service: str) -> None:
+        procs.kill(self.daemon_stub(service))
+
+    def restart(self, service: str) -> None:
+        self.stop(service)
+        self.start(service)
+
+    def up(self) -> Endpoints:
+        self.root.mkdir(parents=True, exist_ok=True)
+        builds.ensure_all()
+        for service in SERVICES:
+            started = time.monotonic()
+            self.start(service)
+            print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
+                  file=sys.stderr, flush=True)
+        return self.endpoints()
+
+    def down(self, keep_data: bool = False) -> None:
+        for service in reversed(SERVICES):
+            self.stop(service)
+        if not keep_data:
+            import shutil
+
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def endpoints(self) -> Endpoints:
+        ports = self._ports()
+        if not ports:
+            raise RuntimeError("the test world is not up: run `python -m tests.env up`")
+        kubeconfig = self.admin_kubeconfig(ports)
+        return Endpoints(
+            kubeconfig=kubeconfig,
+            kafka_bootstrap_servers=f"127.0.0.1:{ports['kafka']}",
+            nats_url=f"nats://127.0.0.1:{ports['nats']}",
+            etcd_endpoints=f"http://127.0.0.1:{ports['etcd']}",
+            apiserver_url=f"https://127.0.0.1:{ports['apiserver']}",
+            ca_file=self.pki_dir / "ca.crt",
+        )
+
+    def daemons(self) -> list[procs.Daemon]:
+        return [self.daemon_stub(s) for s in SERVICES]
+
+    # ---- credentials -------------------------------------------------------------------
+
+    def admin_kubeconfig(self, ports: dict[str, int] | None = None) -> Path:
+        return self.user_kubeconfig("keb-admin", ("system:masters",), ports)
+
+    def user_kubeconfig(
+        self, user: str, groups: tuple[str, ...] = (), ports: dict[str, int] | None = None
+    ) -> Path:
+        """A kubeconfig with a client certificate for ``user`` (RBAC applies unless masters)."""
+        ports = ports or self._ports()
+        ca = pki.ensure_ca(self.pki_dir)
+        pair = pki.issue(ca, self.pki_dir, f"user-{user}", user, groups)
+        return write_kubeconfig(
+            self.root / f"kubeconfig-{user}", f"https://127.0.0.1:{ports['apiserver']}",
+            ca.cert, {"client-certificate": str(pair.cert), "client-key": str(pair.key)},
+        )
+
+    def service_account_kubeconfig(
+        self, admin: Any, namespace: str, name: str, hours: int = 24
+    ) -> Path:
+        """Create ServiceAccount ``namespace/name`` (if needed) and a kubeconfig with a token
+        for it from the TokenRequest API; ``admin`` is an official-client ``ApiClient``."""
+        from kubernetes import client as k8s
+        from kubernetes.client.rest import ApiException
+
+        core = k8s.CoreV1Api(admin)
+        try:
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        token = core.create_namespaced_service_account_token(
+            name, namespace, {"spec": {"expirationSeconds": hours * 3600}}
+        ).status.token
+        ports = self._ports()
+        return write_kubeconfig(
+            self.root / f"kubeconfig-sa-{namespace}-{name}",
+            f"https://127.0.0.1:{ports['apiserver']}", self.pki_dir / "ca.crt",
+            {"token": token},
+        )
+
+    # ---- gap ---------------------------------------------------------------------------
+
+    def gap(self) -> int:
+        """Make every resourceVersion older than now answer 410 Gone on the next watch.
+
+        Compacts etcd at its current revision (watches served from etcd fail), then restarts
+        kube-apiserver so its watch cache holds nothing older either. Returns the revision.
+        """
+        ports = self._ports()
+        base = f"http://127.0.0.1:{ports['etcd']}/v3"
+        header = _post_json(f"{base}/kv/range", {"key": base64.b64encode(b"/").decode()})
+        revision = int(header["header"]["revision"])
+        _post_json(f"{base}/kv/compaction", {"revision": revision, "physical": True})
+        self.restart("kube-apiserver")
+        return revision
+
+
+def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "keb", "cluster": {"server": server,
+                                                 "certificate-authority": str(ca)}}],
+        "users": [{"name": "keb", "user": user}],
+        "contexts": [{"name": "keb", "context": {"cluster": "keb", "user": "keb"}}],
+        "current-context": "keb",
+    }
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+    return path
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        result: dict[str, object] = json.loads(resp.read())
+    return result
