@@ -192,7 +192,7 @@ def nats_server() -> Path:
 
 
 def java() -> Path:
-    return Path(_need("java", "install a Java 17+ runtime (apt-get install openjdk-17-jre-headless)"))
+    return Path(_need("java", "install Java 17+ (apt-get install openjdk-17-jre-headless)"))
 
 
 def ensure_all() -> dict[str, Path]:

@@ -146,7 +146,8 @@ def wait_until(
         if running_pid(daemon) is None:
             raise RuntimeError(f"{daemon.name} exited while starting ({what}).\n{log_tail(daemon)}")
         time.sleep(0.2)
-    raise RuntimeError(f"{daemon.name} not ready after {timeout:.0f}s ({what}).\n{log_tail(daemon)}")
+    raise RuntimeError(
+        f"{daemon.name} not ready after {timeout:.0f}s ({what}).\n{log_tail(daemon)}")
 
 
 def log_tail(daemon: Daemon, lines: int = 40) -> str:

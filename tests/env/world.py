@@ -68,7 +68,7 @@ class World:
             "kafka": ("kafka", "kafka_controller"),
             "nats": ("nats", "nats_http"),
         }
-        held = set()
+        held: set[str] = set()
         for service, names in ours.items():
             if procs.running_pid(self.daemon_stub(service)) is not None:
                 held.update(names)
@@ -288,17 +288,21 @@ class World:
         """Create ServiceAccount ``namespace/name`` (if needed) and a kubeconfig with a token
         for it from the TokenRequest API; ``admin`` is an official-client ``ApiClient``."""
         from kubernetes import client as k8s
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.exceptions import ApiException
 
         core = k8s.CoreV1Api(admin)
         try:
-            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+            core.create_namespaced_service_account(
+                namespace, k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(name=name)))
         except ApiException as exc:
             if exc.status != 409:
                 raise
-        token = core.create_namespaced_service_account_token(
-            name, namespace, {"spec": {"expirationSeconds": hours * 3600}}
-        ).status.token
+        request = k8s.AuthenticationV1TokenRequest(
+            spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=hours * 3600))
+        status = core.create_namespaced_service_account_token(name, namespace, request).status
+        if status is None or not status.token:
+            raise RuntimeError(f"TokenRequest for {namespace}/{name} returned no token")
+        token = str(status.token)
         ports = self._ports()
         return write_kubeconfig(
             self.root / f"kubeconfig-sa-{namespace}-{name}",
@@ -316,8 +320,8 @@ class World:
         """
         ports = self._ports()
         base = f"http://127.0.0.1:{ports['etcd']}/v3"
-        header = _post_json(f"{base}/kv/range", {"key": base64.b64encode(b"/").decode()})
-        revision = int(header["header"]["revision"])
+        answer = _post_json(f"{base}/kv/range", {"key": base64.b64encode(b"/").decode()})
+        revision = int(answer["header"]["revision"])
         _post_json(f"{base}/kv/compaction", {"revision": revision, "physical": True})
         self.restart("kube-apiserver")
         return revision
@@ -346,10 +350,10 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return False
 
 
-def _post_json(url: str, body: dict[str, object]) -> dict[str, object]:
+def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
-        result: dict[str, object] = json.loads(resp.read())
+        result: dict[str, Any] = json.loads(resp.read())
     return result

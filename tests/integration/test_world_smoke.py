@@ -13,7 +13,7 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 
 from tests.env.world import Endpoints, World
-from tests.kubetools import create_crd, crd_manifest
+from tests.kubetools import crd_manifest, create_crd
 
 GROUP = "smoke.world.keb.example.com"
 

@@ -1,0 +1,39 @@
+"""One exception hierarchy for the whole bridge (callers catch ``BridgeError``)."""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """The configuration (file, kubeconfig, environment) is unusable."""
+
+
+class ApiError(BridgeError):
+    """The Kubernetes API server answered with an error status."""
+
+    def __init__(self, status: int, reason: str, message: str, path: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}" + (f" ({path})" if path else ""))
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.path = path
+
+    @property
+    def gone(self) -> bool:
+        """410: the resourceVersion (or continue token) is older than the server's history."""
+        return self.status == 410 or self.reason in ("Expired", "Gone")
+
+    @property
+    def forbidden(self) -> bool:
+        return self.status in (401, 403)
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+class TransportError(BridgeError):
+    """The connection to the API server failed or went silent (transient)."""

@@ -1,0 +1,1 @@
+"""Watching: per-resource reflectors, the inventory, live CRD discovery and the engine."""

@@ -1,0 +1,349 @@
+"""The watch engine: live CRD discovery driving one reflector per stream.
+
+CRDs are themselves watched by a reflector; its changes start a stream when a CRD becomes
+Established, re-watch at a new version when the preferred served version changes (carrying
+the stream's position and inventory, so nothing is lost or repeated), and drain a stream
+when its CRD is deleted (its objects' deletions are emitted, then it stops). Forbidden or
+vanished kinds are skipped with one warning and re-checked periodically.
+
+Output: ``async for delta in engine`` with backpressure (a bounded queue and a cap on
+unacknowledged deltas); ``engine.ack(delta)`` once it is durably delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from bridge import metrics
+from bridge.errors import ApiError, TransportError
+from bridge.kube.resources import Resource, preferred_version
+from bridge.kube.transport import Transport
+from bridge.watch.delta import Delta
+from bridge.watch.reflector import Reflector, StreamGone, WatchOptions
+from bridge.watch.selection import Selection, parse_builtin
+from bridge.watch.tracker import StreamCheckpoint, StreamTracker
+
+log = logging.getLogger(__name__)
+
+CRD_RESOURCE = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                        "CustomResourceDefinition", False)
+
+
+@dataclass
+class EngineOptions:
+    watch: WatchOptions = field(default_factory=WatchOptions)
+    max_in_flight: int = 10000
+    list_concurrency: int = 8
+    recheck_interval: float = 60.0
+    versions: dict[str, str] = field(default_factory=dict)  # "plural.group" -> version
+
+
+@dataclass
+class KindStatus:
+    """What the engine decided about one resource, for `kinds` and logs."""
+
+    resource: Resource
+    watched: bool
+    reason: str
+    builtin: bool = False
+
+
+@dataclass
+class _Stream:
+    key: str
+    resource: Resource
+    namespace: str | None
+    reflector: Reflector
+    task: asyncio.Task[None]
+
+
+class WatchEngine:
+    def __init__(
+        self,
+        transport: Transport,
+        selection: Selection,
+        options: EngineOptions | None = None,
+        checkpoints: dict[str, StreamCheckpoint] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.selection = selection
+        self.options = options or EngineOptions()
+        self._checkpoints = dict(checkpoints or {})
+        self._trackers: dict[str, StreamTracker] = {}
+        self._streams: dict[str, _Stream] = {}
+        self._kinds: dict[str, KindStatus] = {}
+        self._queue: asyncio.Queue[Delta] = asyncio.Queue()  # bounded by the window
+        self._window = asyncio.Semaphore(self.options.max_in_flight)
+        self._list_gate = asyncio.Semaphore(self.options.list_concurrency)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._discovery_synced = asyncio.Event()
+        self._failure: BaseException | None = None
+        self.started_at = 0.0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        await self._start_builtins()
+        if self.selection.crds or self.selection.include:
+            self._spawn(self._discover_crds(), "crd-discovery")
+        else:
+            self._discovery_synced.set()
+
+    async def stop(self) -> None:
+        tasks = [s.task for s in self._streams.values()] + list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._streams.clear()
+        metrics.watched_kinds.set(0)
+
+    async def __aenter__(self) -> WatchEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failure = task.exception()
+            log.error("engine task %s failed: %r", task.get_name(), task.exception())
+
+    # ---- output --------------------------------------------------------------------------
+
+    async def reserve(self) -> None:
+        await self._window.acquire()
+
+    def push(self, delta: Delta) -> None:
+        self._queue.put_nowait(delta)
+
+    def __aiter__(self) -> AsyncIterator[Delta]:
+        return self._deltas()
+
+    async def _deltas(self) -> AsyncIterator[Delta]:
+        while True:
+            yield await self._queue.get()
+
+    async def next_delta(self) -> Delta:
+        return await self._queue.get()
+
+    def ack(self, delta: Delta) -> None:
+        tracker = self._trackers.get(delta.stream)
+        if tracker is not None:
+            tracker.ack(delta.sequence)
+        self._window.release()
+
+    def checkpoints(self) -> dict[str, StreamCheckpoint]:
+        """The committed state of every stream (only acked changes count)."""
+        return {key: tracker.committed for key, tracker in self._trackers.items()}
+
+    # ---- status --------------------------------------------------------------------------
+
+    @property
+    def kinds(self) -> list[KindStatus]:
+        return sorted(self._kinds.values(), key=lambda k: (k.resource.group, k.resource.plural))
+
+    def sync_progress(self) -> tuple[int, int, int]:
+        """(streams synced, streams total, objects listed so far)."""
+        streams = list(self._streams.values())
+        synced = sum(1 for s in streams if s.reflector.synced)
+        listed = sum(s.reflector.objects_listed for s in streams)
+        return synced, len(streams), listed
+
+    async def wait_synced(self) -> None:
+        """Until CRDs are discovered and every started stream finished its initial sync."""
+        await self._discovery_synced.wait()
+        while True:
+            synced, total, _ = self.sync_progress()
+            if synced == total:
+                return
+            await asyncio.sleep(0.05)
+
+    def stream_keys(self) -> list[str]:
+        return sorted(self._streams)
+
+    # ---- streams -------------------------------------------------------------------------
+
+    def _tracker(self, key: str, version: str) -> StreamTracker:
+        tracker = self._trackers.get(key)
+        if tracker is None:
+            checkpoint = self._checkpoints.pop(key, None) or StreamCheckpoint()
+            tracker = self._trackers[key] = StreamTracker(checkpoint)
+        tracker.committed.version = version
+        return tracker
+
+    def _start_resource(self, resource: Resource, builtin: bool) -> None:
+        namespaces: list[str | None]
+        if resource.namespaced and self.selection.namespaces:
+            namespaces = list(self.selection.namespaces)
+        else:
+            namespaces = [None]
+        for namespace in namespaces:
+            key = resource.group_resource + (f"@{namespace}" if namespace else "")
+            current = self._streams.get(key)
+            if current is not None:
+                if current.resource == resource:
+                    continue
+                log.info("%s: preferred version changed %s -> %s; re-watching", key,
+                         current.resource.version, resource.version)
+                current.task.cancel()  # its tracker (position + inventory) carries over
+            tracker = self._tracker(key, resource.version)
+            reflector = Reflector(key, resource, namespace, self.transport, tracker, self,
+                                  self.options.watch, self._list_gate)
+            task = asyncio.create_task(self._run_stream(key, reflector), name=f"stream {key}")
+            self._streams[key] = _Stream(key, resource, namespace, reflector, task)
+        metrics.watched_kinds.set(len(self._streams))
+
+    async def _run_stream(self, key: str, reflector: Reflector) -> None:
+        try:
+            await reflector.run()
+        except StreamGone as exc:
+            stream = self._streams.get(key)
+            if stream is not None and stream.reflector is reflector:
+                del self._streams[key]
+                metrics.watched_kinds.set(len(self._streams))
+            status = self._kinds.get(str(reflector.resource))
+            if exc.error.not_found and reflector.drain_on_404:
+                log.info("%s: resource no longer served; its objects' deletions were emitted",
+                         key)
+                if status is None or not status.watched:
+                    return  # the CRD is gone
+            reason = "forbidden" if exc.error.forbidden else "vanished"
+            self._skip(reflector.resource, reason, exc.error)
+            self._spawn(self._recheck(reflector.resource), f"recheck {key}")
+
+    def _skip(self, resource: Resource, reason: str, error: ApiError) -> None:
+        log.warning(
+            "%s is %s (%s): skipping it, other kinds continue; re-checking every %.0fs. %s",
+            resource, reason, error.message or error.reason, self.options.recheck_interval,
+            "Grant get/list/watch on it to the bridge's identity." if reason == "forbidden"
+            else "",
+        )
+        status = self._kinds.get(str(resource))
+        if status is not None:
+            status.watched = False
+            status.reason = reason
+        metrics.skipped_kinds.labels(reason=reason).inc()
+
+    async def _recheck(self, resource: Resource) -> None:
+        while True:
+            await asyncio.sleep(self.options.recheck_interval)
+            try:
+                await self.transport.request("GET", resource.collection_path(),
+                                             {"limit": "1"})
+            except ApiError as exc:
+                if exc.forbidden or exc.not_found:
+                    continue
+            except TransportError:
+                continue
+            status = self._kinds.get(str(resource))
+            if status is not None and status.reason in ("forbidden", "vanished"):
+                reason = status.reason
+                status.watched, status.reason = True, f"re-checked after {reason}"
+                metrics.skipped_kinds.labels(reason=reason).dec()
+                log.info("%s is accessible again; watching it", resource)
+                self._start_resource(resource, status.builtin if status else False)
+            return
+
+    # ---- built-ins -----------------------------------------------------------------------
+
+    async def _start_builtins(self) -> None:
+        for spec in self.selection.builtins:
+            group, version, plural = parse_builtin(spec)
+            base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+            try:
+                found = orjson.loads(await self.transport.request("GET", base))
+            except ApiError as exc:
+                log.warning("built-in %s: discovery of %s failed: %s", spec, base, exc)
+                continue
+            match = [r for r in found.get("resources", []) if r.get("name") == plural]
+            if not match:
+                log.warning("built-in %s: %s serves no resource %r", spec, base, plural)
+                continue
+            resource = Resource(group, version, plural, match[0]["kind"],
+                                bool(match[0].get("namespaced")))
+            self._consider(resource, builtin=True)
+
+    def _consider(self, resource: Resource, builtin: bool) -> None:
+        watched, reason = self.selection.decide(resource, builtin)
+        self._kinds[str(resource)] = KindStatus(resource, watched, reason, builtin)
+        for key in [k for k in self._kinds if k != str(resource)
+                    and self._kinds[k].resource.group_resource == resource.group_resource]:
+            del self._kinds[key]  # an older version of the same resource
+        if watched:
+            self._start_resource(resource, builtin)
+
+    # ---- CRD discovery -------------------------------------------------------------------
+
+    async def _discover_crds(self) -> None:
+        tracker = StreamTracker(StreamCheckpoint())
+        reflector = Reflector(
+            "crds", CRD_RESOURCE, None, self.transport, tracker,
+            _CrdOutlet(self, tracker), WatchOptions(read_timeout=self.options.watch.read_timeout),
+            self._list_gate, on_synced=self._discovery_synced.set,
+        )
+        try:
+            await reflector.run()
+        except StreamGone as exc:
+            log.error("cannot list CustomResourceDefinitions (%s): CRD kinds are not watched. "
+                      "Grant get/list/watch on customresourcedefinitions.apiextensions.k8s.io",
+                      exc)
+            self._discovery_synced.set()
+
+    def on_crd(self, delta: Delta) -> None:
+        crd = delta.obj
+        spec = crd.get("spec") or {}
+        names = spec.get("names") or {}
+        group, plural = spec.get("group", ""), names.get("plural", "")
+        group_resource = f"{plural}.{group}"
+        if delta.type.value == "deleted" or (crd.get("metadata") or {}).get(
+                "deletionTimestamp"):
+            # its stream drains by itself when the resource stops being served (404)
+            for key in [k for k, s in self._kinds.items()
+                        if s.resource.group_resource == group_resource]:
+                del self._kinds[key]
+            return
+        established = any(
+            c.get("type") == "Established" and c.get("status") == "True"
+            for c in (crd.get("status") or {}).get("conditions") or ()
+        )
+        served = [v["name"] for v in spec.get("versions") or () if v.get("served")]
+        if not established or not served:
+            return
+        configured = self.options.versions.get(group_resource)
+        version = configured if configured and configured in served else preferred_version(served)
+        resource = Resource(group, version, plural, names.get("kind", ""),
+                            spec.get("scope") == "Namespaced")
+        self._consider(resource, builtin=False)
+
+
+class _CrdOutlet:
+    """CRD changes are applied to the engine at once; nothing goes downstream."""
+
+    def __init__(self, engine: WatchEngine, tracker: StreamTracker) -> None:
+        self._engine = engine
+        self._tracker = tracker
+
+    async def reserve(self) -> None:
+        return None
+
+    def push(self, delta: Delta) -> None:
+        try:
+            self._engine.on_crd(delta)
+        finally:
+            self._tracker.ack(delta.sequence)

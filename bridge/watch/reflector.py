@@ -1,0 +1,349 @@
+"""One stream (a resource, optionally one namespace): list, watch, resume, repair gaps.
+
+The loop, in the spirit of client-go's reflector:
+- with a checkpoint: watch from its resourceVersion (only what changed since is emitted);
+- otherwise, or when the server answers 410 Gone: re-list (streaming watch-list where the
+  server supports it, else paginated list) and diff against the inventory, emitting only
+  the difference (synthetic added/updated/deleted); the first ever list is a snapshot;
+- transient failures back off exponentially and resume from the last resourceVersion seen;
+- a silent connection is noticed by a read timeout (bookmarks arrive about every minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from bridge import metrics
+from bridge.errors import ApiError, TransportError
+from bridge.kube.resources import Resource
+from bridge.kube.transport import Transport
+from bridge.watch.backoff import Backoff
+from bridge.watch.delta import Delta, DeltaType
+from bridge.watch.inventory import Entry
+from bridge.watch.tracker import StreamTracker
+
+log = logging.getLogger(__name__)
+
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+
+
+@dataclass(frozen=True)
+class WatchOptions:
+    page_size: int = 500
+    read_timeout: float = 120.0
+    min_watch_timeout: int = 300  # server-side timeoutSeconds is jittered in [min, 2*min)
+    initial: str = "snapshot"  # or "skip": first start records the inventory, emits nothing
+    label_selector: str = ""
+    field_selector: str = ""
+    watch_list: bool = True  # try sendInitialEvents; falls back when the server refuses
+    event_types: frozenset[DeltaType] = frozenset(DeltaType)
+
+
+class StreamGone(Exception):
+    """The resource is no longer served (404) or no longer permitted (403)."""
+
+    def __init__(self, error: ApiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Gone(Exception):
+    """410: the resume point is older than the server's history."""
+
+
+class Outlet(Protocol):
+    """Where a reflector's deltas go. ``reserve`` waits for room (cancel-safe, nothing is
+    recorded yet); ``push`` hands a recorded delta over without awaiting, so a cancelled
+    reflector never leaves a recorded change undelivered."""
+
+    async def reserve(self) -> None: ...
+
+    def push(self, delta: Delta) -> None: ...
+
+
+class Reflector:
+    def __init__(
+        self,
+        key: str,
+        resource: Resource,
+        namespace: str | None,
+        transport: Transport,
+        tracker: StreamTracker,
+        outlet: Outlet,
+        options: WatchOptions,
+        list_gate: asyncio.Semaphore,
+        on_synced: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.key = key
+        self.resource = resource
+        self.namespace = namespace
+        self.transport = transport
+        self.tracker = tracker
+        self.options = options
+        self._outlet = outlet
+        self._list_gate = list_gate
+        self._on_synced = on_synced
+        self._path = resource.collection_path(namespace)
+        self._watch_list = options.watch_list
+        self._labels = {"group": resource.group or "core", "kind": resource.kind}
+        self.drain_on_404 = False  # CRD-backed: 404 means its objects are gone
+        self.objects_listed = 0
+        self.synced = False
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Watch until cancelled; raises ``StreamGone`` on 403/404 (after draining on 404)."""
+        backoff = Backoff()
+        rv = self.tracker.committed.resource_version
+        first = rv is None
+        while True:
+            try:
+                started = time.monotonic()
+                if rv is None:
+                    rv = await self._resync(first)
+                    first = False
+                else:
+                    self._synced()
+                    rv = await self._watch(rv)
+                if time.monotonic() - started > 5:
+                    backoff.reset()
+                self._restart("timeout")
+            except _Gone:
+                self._restart("gone")
+                metrics.relists.labels(**self._labels, reason="gone").inc()
+                log.info("%s: resourceVersion %s is gone; re-listing and diffing", self.key, rv)
+                rv = None
+            except ApiError as exc:
+                if exc.not_found and self.drain_on_404:
+                    await self._drain()
+                    raise StreamGone(exc) from exc
+                if exc.forbidden or exc.not_found:
+                    raise StreamGone(exc) from exc
+                self._restart(f"http_{exc.status}")
+                await self._sleep(backoff, exc)
+            except TransportError as exc:
+                self._restart("connection")
+                await self._sleep(backoff, exc)
+
+    def _synced(self) -> None:
+        if not self.synced:
+            self.synced = True
+            self._on_synced()
+
+    def _restart(self, reason: str) -> None:
+        metrics.watch_restarts.labels(**self._labels, reason=reason).inc()
+
+    async def _sleep(self, backoff: Backoff, exc: Exception) -> None:
+        delay = backoff.next_delay()
+        log.warning("%s: %s; retrying in %.1fs", self.key, exc, delay)
+        await asyncio.sleep(delay)
+
+    # ---- re-list and diff ----------------------------------------------------------------
+
+    async def _resync(self, first: bool) -> str | None:
+        """Bring the inventory in line with the server, then watch; returns where to resume
+        (None: the initial state was not completely received, so re-list again)."""
+        deliver = not (first and self.options.initial == "skip")
+        if not first:
+            metrics.relists.labels(**self._labels, reason="resync").inc()
+        if self._watch_list:
+            try:
+                return await self._watch_list_resync(deliver)
+            except ApiError as exc:
+                if exc.gone or exc.forbidden or exc.not_found or exc.status >= 500:
+                    raise
+                log.info("%s: server refused the streaming watch-list (%s); using paginated "
+                         "lists", self.key, exc)
+                self._watch_list = False
+        rv = await self._paginated_resync(deliver)
+        self._synced()
+        return await self._watch(rv)
+
+    async def _paginated_resync(self, deliver: bool) -> str:
+        seen: set[str] = set()
+        params = self._params(limit=str(self.options.page_size))
+        async with self._list_gate:
+            while True:
+                try:
+                    body = orjson.loads(await self.transport.request("GET", self._path, params))
+                except ApiError as exc:
+                    if exc.gone and "continue" in params:
+                        log.info("%s: list continue token expired; full list", self.key)
+                        seen.clear()
+                        params = self._params()
+                        continue
+                    raise
+                for item in body.get("items") or ():
+                    item.setdefault("apiVersion", self.resource.api_version)
+                    item.setdefault("kind", self.resource.kind)
+                    await self._reconcile(item, seen, deliver)
+                meta = body.get("metadata") or {}
+                token = meta.get("continue")
+                if not token:
+                    rv = str(meta.get("resourceVersion") or "")
+                    break
+                params = self._params(limit=str(self.options.page_size), cont=token)
+        await self._delete_unseen(seen, deliver)
+        self.tracker.mark(rv)
+        return rv
+
+    async def _watch_list_resync(self, deliver: bool) -> str | None:
+        """sendInitialEvents: the current state as ADDED events, then a bookmark, then live.
+
+        The initial events are diffed like a list; after the end-of-initial-events bookmark
+        the same connection carries on as an ordinary watch.
+        """
+        seen: set[str] = set()
+        params = self._params(watch="1", sendInitialEvents="true",
+                              resourceVersionMatch="NotOlderThan", allowWatchBookmarks="true",
+                              timeoutSeconds=str(self._watch_timeout()))
+        async with contextlib.AsyncExitStack() as stack:
+            async with self._list_gate:  # the initial state counts as a list
+                lines = await stack.enter_async_context(
+                    self.transport.stream(self._path, params, self.options.read_timeout))
+                rv = await self._initial_events(lines, seen, deliver)
+            if rv is None:
+                return None
+            return await self._pump(lines, rv)
+
+    async def _initial_events(self, lines: AsyncIterator[bytes], seen: set[str],
+                              deliver: bool) -> str | None:
+        async for line in lines:
+            event = orjson.loads(line)
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "ADDED":
+                await self._reconcile(obj, seen, deliver)
+            elif kind == "BOOKMARK":
+                meta = obj.get("metadata") or {}
+                if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+                    rv = str(meta.get("resourceVersion"))
+                    await self._delete_unseen(seen, deliver)
+                    self.tracker.mark(rv)
+                    self._synced()
+                    return rv
+            elif kind == "ERROR":
+                raise self._error_event(obj)
+        return None
+
+    async def _reconcile(self, obj: dict[str, Any], seen: set[str], deliver: bool) -> None:
+        meta = obj.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        seen.add(uid)
+        self.objects_listed += 1
+        rv = str(meta.get("resourceVersion"))
+        known = self.tracker.get(uid)
+        if known is None:
+            await self._observe(DeltaType.ADDED, obj, uid, rv, None, True, deliver)
+        elif known.resource_version != rv:
+            await self._observe(DeltaType.UPDATED, obj, uid, rv, None, True, deliver)
+
+    async def _delete_unseen(self, seen: set[str], deliver: bool) -> None:
+        gone = [(uid, entry) for uid, entry in self.tracker.items() if uid not in seen]
+        for uid, entry in gone:
+            await self._observe(DeltaType.DELETED, self._last_known(uid, entry), uid,
+                                entry.resource_version, None, True, deliver)
+
+    async def _drain(self) -> None:
+        """The resource went away (CRD deleted): every object still known is deleted."""
+        await self._delete_unseen(set(), True)
+
+    def _last_known(self, uid: str, entry: Entry) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": entry.name, "uid": uid,
+                                "resourceVersion": entry.resource_version}
+        if entry.namespace:
+            meta["namespace"] = entry.namespace
+        return {"apiVersion": self.resource.api_version, "kind": self.resource.kind,
+                "metadata": meta}
+
+    # ---- watch ---------------------------------------------------------------------------
+
+    async def _watch(self, rv: str) -> str:
+        params = self._params(watch="1", resourceVersion=rv, allowWatchBookmarks="true",
+                              timeoutSeconds=str(self._watch_timeout()))
+        async with self.transport.stream(self._path, params, self.options.read_timeout) as lines:
+            return await self._pump(lines, rv)
+
+    async def _pump(self, lines: AsyncIterator[bytes], rv: str) -> str:
+        """Apply watch events until the server ends the stream; returns the last position."""
+        async for line in lines:
+            event = orjson.loads(line)
+            kind, obj = event.get("type"), event.get("object") or {}
+            if kind == "BOOKMARK":
+                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
+                self.tracker.mark(rv)
+            elif kind in _WATCH_TYPES:
+                rv = await self._on_event(kind, obj)
+            elif kind == "ERROR":
+                raise self._error_event(obj)
+            else:
+                log.warning("%s: unknown watch event type %r skipped", self.key, kind)
+        return rv
+
+    async def _on_event(self, kind: str, obj: dict[str, Any]) -> str:
+        meta = obj.get("metadata") or {}
+        uid = str(meta.get("uid"))
+        rv = str(meta.get("resourceVersion"))
+        known = self.tracker.get(uid)
+        if kind == "DELETED":
+            await self._observe(DeltaType.DELETED, obj, uid, rv, rv, False, True)
+        elif known is not None and known.resource_version == rv:
+            self.tracker.mark(rv)  # already delivered (e.g. seen by the re-list)
+        else:
+            kind_out = DeltaType.ADDED if kind == "ADDED" and known is None else DeltaType.UPDATED
+            await self._observe(kind_out, obj, uid, rv, rv, False, True)
+        return rv
+
+    def _error_event(self, status: dict[str, Any]) -> Exception:
+        code = int(status.get("code") or 500)
+        if code == 410:
+            return _Gone()
+        return ApiError(code, str(status.get("reason") or "Error"),
+                        str(status.get("message") or ""), self._path)
+
+    # ---- output --------------------------------------------------------------------------
+
+    async def _observe(self, kind: DeltaType, obj: dict[str, Any], uid: str, rv: str,
+                       resume_rv: str | None, synthetic: bool, deliver: bool) -> None:
+        deliver = deliver and kind in self.options.event_types
+        if deliver:
+            await self._outlet.reserve()
+        meta = obj.get("metadata") or {}
+        entry = None if kind is DeltaType.DELETED else Entry(
+            rv, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        seq = self.tracker.record(uid, entry, resume_rv)
+        if not deliver:
+            self.tracker.ack(seq)
+            return
+        metrics.events_observed.labels(**self._labels, type=kind.value,
+                                       synthetic=str(synthetic).lower()).inc()
+        self._outlet.push(Delta(kind, self.resource, obj, uid, rv, synthetic, self.key, seq,
+                                time.time()))
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _params(self, cont: str | None = None, **extra: str) -> dict[str, str]:
+        params = dict(extra)
+        if cont:
+            params["continue"] = cont
+        if self.options.label_selector:
+            params["labelSelector"] = self.options.label_selector
+        if self.options.field_selector:
+            params["fieldSelector"] = self.options.field_selector
+        return params
+
+    def _watch_timeout(self) -> int:
+        low = self.options.min_watch_timeout
+        return random.randint(low, 2 * low)
+
+
+_WATCH_TYPES = frozenset(("ADDED", "MODIFIED", "DELETED"))

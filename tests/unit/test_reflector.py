@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bridge.kube.resources import Resource
+from bridge.watch.delta import Delta, DeltaType
+from bridge.watch.inventory import Entry, Inventory
+from bridge.watch.reflector import Reflector, StreamGone, WatchOptions
+from bridge.watch.tracker import StreamCheckpoint, StreamTracker
+from tests.unit.fakeapi import FakeApi
+
+THINGS = Resource("x.example.com", "v1", "things", "Thing", True)
+PATH = THINGS.collection_path()
+
+
+class Collect:
+    """An outlet that acks everything at once and keeps the deltas."""
+
+    def __init__(self, tracker: StreamTracker) -> None:
+        self.tracker = tracker
+        self.deltas: list[Delta] = []
+        self.arrived = asyncio.Event()
+
+    async def reserve(self) -> None:
+        return None
+
+    def push(self, delta: Delta) -> None:
+        self.deltas.append(delta)
+        self.tracker.ack(delta.sequence)
+        self.arrived.set()
+
+    def summary(self) -> list[tuple[str, str, bool]]:
+        return [(d.type.value, d.name, d.synthetic) for d in self.deltas]
+
+
+@asynccontextmanager
+async def running(api: FakeApi, checkpoint: StreamCheckpoint | None = None,
+                  **opts: object) -> AsyncIterator[tuple[Reflector, Collect]]:
+    tracker = StreamTracker(checkpoint or StreamCheckpoint())
+    out = Collect(tracker)
+    options = WatchOptions(page_size=2, **opts)  # type: ignore[arg-type]
+    reflector = Reflector("things", THINGS, None, api, tracker, out, options,
+                          asyncio.Semaphore(1))
+    task = asyncio.create_task(reflector.run())
+    try:
+        yield reflector, out
+    finally:
+        task.cancel()
+        with pytest.raises((asyncio.CancelledError, StreamGone)):
+            await task
+
+
+async def settle(out: Collect, count: int) -> None:
+    async with asyncio.timeout(5):
+        while len(out.deltas) < count:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("watch_list", [True, False])
+async def test_first_start_snapshot_then_live_changes(watch_list: bool) -> None:
+    api = FakeApi(watch_list=watch_list)
+    api.objects[PATH] = {}
+    a = await api.create(PATH, "a", "ns")
+    for name in "bcd":
+        await api.create(PATH, name, "ns")
+    async with running(api) as (reflector, out):
+        await settle(out, 4)
+        assert sorted(out.summary()) == [("added", n, True) for n in "abcd"]
+        await api.update(PATH, a["metadata"]["uid"], size=2)
+        await api.delete(PATH, a["metadata"]["uid"])
+        await settle(out, 6)
+        assert out.summary()[4:] == [("updated", "a", False), ("deleted", "a", False)]
+        assert reflector.synced
+    seqs = [d.sequence for d in out.deltas]
+    assert seqs == sorted(seqs) == list(range(1, 7))
+
+
+async def test_initial_skip_records_inventory_without_emitting() -> None:
+    api = FakeApi()
+    api.objects[PATH] = {}
+    await api.create(PATH, "a")
+    async with running(api, initial="skip") as (reflector, out):
+        await asyncio.sleep(0.2)
+        assert out.deltas == []
+        assert len(reflector.tracker.committed.inventory) == 1
+
+
+async def test_resume_from_checkpoint_emits_only_later_changes() -> None:
+    api = FakeApi()
+    api.objects[PATH] = {}
+    a = await api.create(PATH, "a")
+    b = await api.create(PATH, "b")
+    inv = Inventory()
+    for o in (a, b):
+        m = o["metadata"]
+        inv.put(m["uid"], Entry(m["resourceVersion"], "", m["name"]))
+    checkpoint = StreamCheckpoint(resource_version=str(api.rv), sequence=7, inventory=inv)
+    await api.update(PATH, a["metadata"]["uid"], x=1)
+    await api.create(PATH, "c")
+    async with running(api, checkpoint) as (_, out):
+        await settle(out, 2)
+        assert out.summary() == [("updated", "a", False), ("added", "c", False)]
+        assert [d.sequence for d in out.deltas] == [8, 9]
+
+
+@pytest.mark.parametrize("watch_list", [True, False])
+async def test_gone_resume_diffs_against_inventory(watch_list: bool) -> None:
+    api = FakeApi(watch_list=watch_list)
+    api.objects[PATH] = {}
+    objs = [await api.create(PATH, n) for n in "abcd"]
+    inv = Inventory()
+    delivered_rv = {}
+    for o in objs:
+        m = o["metadata"]
+        inv.put(m["uid"], Entry(m["resourceVersion"], "", m["name"]))
+        delivered_rv[m["name"]] = m["resourceVersion"]
+    checkpoint = StreamCheckpoint(resource_version=str(api.rv), sequence=4, inventory=inv)
+    await api.update(PATH, objs[0]["metadata"]["uid"], x=1)
+    await api.delete(PATH, objs[1]["metadata"]["uid"])
+    await api.update(PATH, objs[2]["metadata"]["uid"], x=2)
+    await api.delete(PATH, objs[2]["metadata"]["uid"])
+    await api.create(PATH, "e")
+    api.compact()
+    async with running(api, checkpoint) as (_, out):
+        await settle(out, 3)
+        assert sorted(out.summary()) == [
+            ("added", "e", True), ("deleted", "b", True), ("deleted", "c", True),
+            ("updated", "a", True)]
+        deleted = {d.name: d for d in out.deltas if d.type is DeltaType.DELETED}
+        # last known state: the resourceVersion the bridge delivered before the gap
+        assert deleted["c"].resource_version == delivered_rv["c"]
+
+
+async def test_transient_errors_back_off_and_resume_without_loss() -> None:
+    api = FakeApi(watch_list=False)
+    api.objects[PATH] = {}
+    async with running(api) as (_, out):
+        await asyncio.sleep(0.1)
+        api.fail_next_watches = 2
+        await api.drop_watches()
+        obj = await api.create(PATH, "a")
+        await api.update(PATH, obj["metadata"]["uid"], x=1)
+        await settle(out, 2)
+        assert out.summary() == [("added", "a", False), ("updated", "a", False)]
+
+
+async def test_forbidden_stream_stops_with_stream_gone() -> None:
+    api = FakeApi()
+    api.objects[PATH] = {}
+    api.forbidden.add(PATH)
+    tracker = StreamTracker(StreamCheckpoint())
+    reflector = Reflector("things", THINGS, None, api, tracker, Collect(tracker),
+                          WatchOptions(), asyncio.Semaphore(1))
+    with pytest.raises(StreamGone) as gone:
+        await reflector.run()
+    assert gone.value.error.forbidden
+
+
+uids = st.sampled_from([f"00000000-0000-0000-0000-{i:012d}" for i in range(12)])
+states = st.dictionaries(uids, st.integers(min_value=1, max_value=3), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(before=states, after=states)
+def test_relist_diff_is_exactly_the_difference(before: dict[str, int],
+                                               after: dict[str, int]) -> None:
+    """Property: the diff turns the inventory into the server's state, with one delta per
+    changed object and none for unchanged ones."""
+
+    async def scenario() -> list[Delta]:
+        api = FakeApi(watch_list=False)
+        api.objects[PATH] = {
+            uid: {"metadata": {"uid": uid, "name": uid[-4:], "resourceVersion": str(rv)}}
+            for uid, rv in after.items()}
+        inv = Inventory()
+        for uid, rv in before.items():
+            inv.put(uid, Entry(str(rv), "", uid[-4:]))
+        api.rv, api.compacted = 50, 50
+        checkpoint = StreamCheckpoint(resource_version="1", inventory=inv)
+        async with running(api, checkpoint) as (reflector, out):
+            async with asyncio.timeout(5):
+                while not reflector.synced:
+                    await asyncio.sleep(0.005)
+            await asyncio.sleep(0.01)
+            assert {u: int(e.resource_version) for u, e in
+                    reflector.tracker.committed.inventory.items()} == after
+            return out.deltas
+
+    deltas = asyncio.run(scenario())
+    expected = {uid: "added" for uid in after.keys() - before.keys()}
+    expected |= {uid: "deleted" for uid in before.keys() - after.keys()}
+    expected |= {uid: "updated" for uid in before.keys() & after.keys()
+                 if before[uid] != after[uid]}
+    assert {d.uid: d.type.value for d in deltas} == expected
+    assert len(deltas) == len(expected)
+    assert all(d.synthetic for d in deltas)
