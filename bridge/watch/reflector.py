@@ -97,32 +97,34 @@ class Reflector:
         self._labels = {"group": resource.group or "core", "kind": resource.kind}
         self.drain_on_404 = False  # CRD-backed: 404 means its objects are gone
         self.objects_listed = 0
+        self._backoff = Backoff()
+        self.position: str | None = tracker.committed.resource_version
         self.synced = False
 
     # ---- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Watch until cancelled; raises ``StreamGone`` on 403/404 (after draining on 404)."""
-        backoff = Backoff()
-        rv = self.tracker.committed.resource_version
-        first = rv is None
+        """Watch until cancelled; raises ``StreamGone`` on 403/404 (after draining on 404).
+
+        ``self.position`` is the last resourceVersion seen (event, bookmark or list); any
+        failure resumes from it, so a cut connection replays nothing and loses nothing.
+        """
+        first = self.position is None
         while True:
             try:
-                started = time.monotonic()
-                if rv is None:
-                    rv = await self._resync(first)
+                if self.position is None:
+                    await self._resync(first)
                     first = False
                 else:
                     self._synced()
-                    rv = await self._watch(rv)
-                if time.monotonic() - started > 5:
-                    backoff.reset()
+                    await self._watch(self.position)
                 self._restart("timeout")
             except _Gone:
                 self._restart("gone")
                 metrics.relists.labels(**self._labels, reason="gone").inc()
-                log.info("%s: resourceVersion %s is gone; re-listing and diffing", self.key, rv)
-                rv = None
+                log.info("%s: resourceVersion %s is gone; re-listing and diffing", self.key,
+                         self.position)
+                self.position = None
             except ApiError as exc:
                 if exc.not_found and self.drain_on_404:
                     await self._drain()
@@ -130,10 +132,10 @@ class Reflector:
                 if exc.forbidden or exc.not_found:
                     raise StreamGone(exc) from exc
                 self._restart(f"http_{exc.status}")
-                await self._sleep(backoff, exc)
+                await self._sleep(exc)
             except TransportError as exc:
                 self._restart("connection")
-                await self._sleep(backoff, exc)
+                await self._sleep(exc)
 
     def _synced(self) -> None:
         if not self.synced:
@@ -143,31 +145,31 @@ class Reflector:
     def _restart(self, reason: str) -> None:
         metrics.watch_restarts.labels(**self._labels, reason=reason).inc()
 
-    async def _sleep(self, backoff: Backoff, exc: Exception) -> None:
-        delay = backoff.next_delay()
+    async def _sleep(self, exc: Exception) -> None:
+        delay = self._backoff.next_delay()
         log.warning("%s: %s; retrying in %.1fs", self.key, exc, delay)
         await asyncio.sleep(delay)
 
     # ---- re-list and diff ----------------------------------------------------------------
 
-    async def _resync(self, first: bool) -> str | None:
-        """Bring the inventory in line with the server, then watch; returns where to resume
-        (None: the initial state was not completely received, so re-list again)."""
+    async def _resync(self, first: bool) -> None:
+        """Bring the inventory in line with the server, then watch."""
         deliver = not (first and self.options.initial == "skip")
         if not first:
             metrics.relists.labels(**self._labels, reason="resync").inc()
         if self._watch_list:
             try:
-                return await self._watch_list_resync(deliver)
+                await self._watch_list_resync(deliver)
+                return
             except ApiError as exc:
-                if exc.gone or exc.forbidden or exc.not_found or exc.status >= 500:
+                if exc.status not in (400, 422):  # only "invalid parameter" means unsupported
                     raise
                 log.info("%s: server refused the streaming watch-list (%s); using paginated "
                          "lists", self.key, exc)
                 self._watch_list = False
-        rv = await self._paginated_resync(deliver)
+        self.position = await self._paginated_resync(deliver)
         self._synced()
-        return await self._watch(rv)
+        await self._watch(self.position)
 
     async def _paginated_resync(self, deliver: bool) -> str:
         seen: set[str] = set()
@@ -197,7 +199,7 @@ class Reflector:
         self.tracker.mark(rv)
         return rv
 
-    async def _watch_list_resync(self, deliver: bool) -> str | None:
+    async def _watch_list_resync(self, deliver: bool) -> None:
         """sendInitialEvents: the current state as ADDED events, then a bookmark, then live.
 
         The initial events are diffed like a list; after the end-of-initial-events bookmark
@@ -211,10 +213,10 @@ class Reflector:
             async with self._list_gate:  # the initial state counts as a list
                 lines = await stack.enter_async_context(
                     self.transport.stream(self._path, params, self.options.read_timeout))
-                rv = await self._initial_events(lines, seen, deliver)
-            if rv is None:
-                return None
-            return await self._pump(lines, rv)
+                self._backoff.reset()
+                self.position = await self._initial_events(lines, seen, deliver)
+            if self.position is not None:
+                await self._pump(lines)
 
     async def _initial_events(self, lines: AsyncIterator[bytes], seen: set[str],
                               deliver: bool) -> str | None:
@@ -267,27 +269,30 @@ class Reflector:
 
     # ---- watch ---------------------------------------------------------------------------
 
-    async def _watch(self, rv: str) -> str:
+    async def _watch(self, rv: str) -> None:
         params = self._params(watch="1", resourceVersion=rv, allowWatchBookmarks="true",
                               timeoutSeconds=str(self._watch_timeout()))
+        log.debug("%s: watching from resourceVersion %s", self.key, rv)
         async with self.transport.stream(self._path, params, self.options.read_timeout) as lines:
-            return await self._pump(lines, rv)
+            self._backoff.reset()
+            await self._pump(lines)
 
-    async def _pump(self, lines: AsyncIterator[bytes], rv: str) -> str:
-        """Apply watch events until the server ends the stream; returns the last position."""
+    async def _pump(self, lines: AsyncIterator[bytes]) -> None:
+        """Apply watch events until the server ends the stream, advancing the position."""
         async for line in lines:
             event = orjson.loads(line)
             kind, obj = event.get("type"), event.get("object") or {}
             if kind == "BOOKMARK":
-                rv = str((obj.get("metadata") or {}).get("resourceVersion") or rv)
-                self.tracker.mark(rv)
+                rv = (obj.get("metadata") or {}).get("resourceVersion")
+                if rv:
+                    self.position = str(rv)
+                    self.tracker.mark(self.position)
             elif kind in _WATCH_TYPES:
-                rv = await self._on_event(kind, obj)
+                self.position = await self._on_event(kind, obj)
             elif kind == "ERROR":
                 raise self._error_event(obj)
             else:
                 log.warning("%s: unknown watch event type %r skipped", self.key, kind)
-        return rv
 
     async def _on_event(self, kind: str, obj: dict[str, Any]) -> str:
         meta = obj.get("metadata") or {}
