@@ -171,8 +171,9 @@ def kafka_libs() -> Path:
         log.write_text("")
         print(f"[env] fetching Kafka {versions.KAFKA} jars with Maven (log: {log})",
               file=sys.stderr, flush=True)
-        run_logged([mvn, "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime",
-              f"-DoutputDirectory={libs}"], work, log)
+        run_logged([mvn, "-q", "-B", f"-Dmaven.repo.local={versions.cache_root() / 'm2'}",
+                    "dependency:copy-dependencies", "-DincludeScope=runtime",
+                    f"-DoutputDirectory={libs}"], work, log)
         marker.write_text(versions.KAFKA)
     return libs
 
