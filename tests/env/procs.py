@@ -34,13 +34,19 @@ class Daemon:
 
 
 def _cmdline(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    if not raw:
-        return None  # zombie or kernel thread
-    return raw.rstrip(b"\0").decode(errors="replace").split("\0")
+    """The process's argv, or None if it does not exist or is a zombie.
+
+    Right after exec the kernel briefly shows an empty cmdline, so an empty answer is
+    re-read for a moment before it counts as "not running"."""
+    for _ in range(50):
+        try:
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return None
+        if raw:
+            return raw.rstrip(b"\0").decode(errors="replace").split("\0")
+        time.sleep(0.01)
+    return None  # a zombie or kernel thread
 
 
 def running_pid(daemon: Daemon, argv: list[str] | None = None) -> int | None:

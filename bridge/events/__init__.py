@@ -1,0 +1,1 @@
+"""Turning deltas into CloudEvents: attributes, payload, redaction, size policy."""

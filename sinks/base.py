@@ -1,0 +1,60 @@
+"""The sink protocol every destination implements, and the settings every sink shares.
+
+A sink receives events in batches and reports, per event and in order, whether it was
+durably accepted (``None``) or failed (a ``SinkError``; ``transient`` ones are retried by
+delivery, permanent ones go to the dead-letter destination). ``send`` must not return
+before the acknowledgements it reports are durable on the broker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.errors import BridgeError
+from bridge.events.event import Event
+
+
+class SinkError(BridgeError):
+    def __init__(self, message: str, transient: bool = True) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class RouteFilter(BaseModel):
+    """Which events a sink receives (empty list = all)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kinds: list[str] = Field(default_factory=list, description="globs over `group/Kind`")
+    namespaces: list[str] = Field(default_factory=list, description="globs; `_cluster` "
+                                  "matches cluster-scoped objects")
+    types: list[Literal["added", "updated", "deleted"]] = Field(default_factory=list)
+
+
+class SinkSettings(BaseModel):
+    """Fields every sink accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="unique name, used in metrics and logs")
+    type: str
+    filter: RouteFilter = Field(default_factory=RouteFilter)
+    batch_size: int = Field(1000, ge=1, le=100_000,
+                            description="events handed to the sink per send")
+    max_event_bytes: int = Field(1_000_000, ge=1024,
+                                 description="size policy limit for one event")
+
+
+class Sink(Protocol):
+    settings: SinkSettings
+    async def connect(self) -> None: ...
+
+    async def send(self, events: Sequence[Event]) -> list[SinkError | None]: ...
+
+    async def dead_letter(self, event: Event, reason: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+    @property
+    def healthy(self) -> bool: ...
