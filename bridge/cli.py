@@ -1,11 +1,24 @@
-"""The ``kube-event-bridge`` command line."""
+"""The ``kube-event-bridge`` command line.
+
+Exit codes: 0 success; 1 runtime failure; 2 invalid usage or configuration (including an
+unusable kubeconfig); 3 something needed at start is unavailable (port in use, unreadable
+checkpoint).
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
+from collections.abc import Callable
 
 from bridge import __version__
+from bridge.config.loader import ConfigProblems, load
+from bridge.config.model import Config
+from bridge.errors import BridgeError, ConfigError
 
 DESCRIPTION = """\
 Watch every CRD kind in a Kubernetes cluster and publish each add, update and delete as a
@@ -13,26 +26,108 @@ CloudEvent to Kafka, NATS JetStream or a JSON-lines stream: at least once, in or
 object, with deterministic event ids and resourceVersion checkpoints."""
 
 EPILOG = """\
-Exit codes: 0 success, 1 runtime failure, 2 invalid usage or configuration.
-Docs: README.md (quickstart, event format, guarantees)."""
+commands:
+  run --config FILE        run the bridge (SIGTERM/SIGINT: flush, checkpoint, exit 0)
+  check-config FILE        validate a config; every problem as FILE:LINE: path: message
+  kinds --config FILE      every kind in the cluster, whether it would be watched, and why
+
+exit codes: 0 ok, 1 runtime failure, 2 invalid usage/config/kubeconfig,
+            3 unavailable at start (metrics port in use, unreadable checkpoint)
+example config: config/example.yaml; reference: docs/config-reference.md"""
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kube-event-bridge",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="kube-event-bridge", description=DESCRIPTION,
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run the bridge")
+    run.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config file")
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file", metavar="FILE")
+    kinds = sub.add_parser("kinds", help="show what would be watched, and why")
+    kinds.add_argument("--config", "-c", required=True, metavar="FILE")
     return parser
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load(path)
+    except ConfigProblems as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{path}: {len(exc.problems)} problem(s); see docs/config-reference.md",
+              file=sys.stderr)
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(argv)
-    parser.print_help()
-    return 0
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
+    if args.command == "check-config":
+        config = _load(args.file)
+        if config is None:
+            return EXIT_CONFIG
+        print(f"{args.file}: valid")
+        return EXIT_OK
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.command == "kinds":
+        from bridge.kindstable import print_kinds
+
+        return _guard(lambda: print_kinds(config))
+    return _guard(lambda: _run(config))
+
+
+def _guard(body: Callable[[], int]) -> int:
+    """Map the bridge's errors to exit codes with one clear line each (no tracebacks)."""
+    from bridge.app import StartupError
+
+    try:
+        return body()
+    except ConfigError as exc:
+        print(f"kube-event-bridge: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StartupError as exc:
+        print(f"kube-event-bridge: cannot start: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except BridgeError as exc:
+        print(f"kube-event-bridge: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _run(config: Config) -> int:
+    from bridge import logs
+    from bridge.app import Bridge
+
+    logs.setup(config.logging.format, config.logging.level)
+    bridge = Bridge(config)
+
+    async def main_task() -> int:
+        loop = asyncio.get_running_loop()
+        signals = {"count": 0}
+
+        def on_signal(signum: int) -> None:
+            signals["count"] += 1
+            if signals["count"] > 1:
+                logging.getLogger("bridge").error("second signal: exiting now without flushing")
+                os._exit(EXIT_FAILURE)
+            logging.getLogger("bridge").info("%s received: shutting down (again to force)",
+                                             signal.Signals(signum).name)
+            bridge.stopping.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal, signum)
+        return await bridge.run()
+
+    return asyncio.run(main_task())
 
 
 if __name__ == "__main__":

@@ -2,30 +2,64 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 _P = "kube_event_bridge_"
 
+# ---- watching ------------------------------------------------------------------------------
 events_observed = Counter(
     _P + "events_observed_total", "Changes observed by the watch engine",
-    ["group", "kind", "type", "synthetic"], registry=REGISTRY,
-)
+    ["group", "kind", "type", "synthetic"], registry=REGISTRY)
 watch_restarts = Counter(
     _P + "watch_restarts_total", "Watch connections re-opened, by reason",
-    ["group", "kind", "reason"], registry=REGISTRY,
-)
+    ["group", "kind", "reason"], registry=REGISTRY)
 relists = Counter(
-    _P + "relists_total", "Full re-lists (initial sync, 410 Gone, resume failures)",
-    ["group", "kind", "reason"], registry=REGISTRY,
-)
+    _P + "relists_total", "Full re-lists (410 Gone, resume failures)",
+    ["group", "kind", "reason"], registry=REGISTRY)
 watched_kinds = Gauge(
-    _P + "watched_kinds", "Streams currently being watched", registry=REGISTRY,
-)
+    _P + "watched_kinds", "Streams currently being watched", registry=REGISTRY)
 skipped_kinds = Gauge(
     _P + "skipped_kinds", "Kinds skipped because they are forbidden or vanished",
-    ["reason"], registry=REGISTRY,
-)
-synced_kinds = Gauge(
-    _P + "synced_kinds", "Streams whose initial list/resume is complete", registry=REGISTRY,
-)
+    ["reason"], registry=REGISTRY)
+api_requests = Counter(
+    _P + "api_requests_total", "Requests made to the Kubernetes API server",
+    ["verb", "code"], registry=REGISTRY)
+
+# ---- delivery ------------------------------------------------------------------------------
+events_published = Counter(
+    _P + "events_published_total", "Events durably acknowledged by a sink",
+    ["sink", "kind", "type"], registry=REGISTRY)
+events_failed = Counter(
+    _P + "events_failed_total", "Failed event sends (each retry counts)",
+    ["sink", "transient"], registry=REGISTRY)
+dead_lettered = Counter(
+    _P + "events_dead_lettered_total", "Events sent to a dead-letter destination",
+    ["sink", "reason"], registry=REGISTRY)
+oversized = Counter(
+    _P + "events_oversized_total", "Events above the size limit, by outcome",
+    ["outcome"], registry=REGISTRY)
+publish_latency = Histogram(
+    _P + "publish_latency_seconds", "Time for a sink to acknowledge one batch",
+    ["sink"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+lag = Histogram(
+    _P + "end_to_end_lag_seconds", "From observing a change to every sink acknowledging it",
+    registry=REGISTRY,
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+in_flight = Gauge(
+    _P + "events_in_flight", "Events handed to sinks and not yet acknowledged",
+    registry=REGISTRY)
+sink_up = Gauge(
+    _P + "sink_up", "1 while the sink accepts events, 0 while it fails", ["sink"],
+    registry=REGISTRY)
+
+# ---- checkpoints ---------------------------------------------------------------------------
+checkpoint_saves = Counter(
+    _P + "checkpoint_saves_total", "Checkpoint saves, by result", ["result"],
+    registry=REGISTRY)
+checkpoint_age = Gauge(
+    _P + "checkpoint_age_seconds", "Seconds since the last successful checkpoint save",
+    registry=REGISTRY)
+synced_streams = Gauge(
+    _P + "synced_streams", "Streams whose initial sync is complete", registry=REGISTRY)

@@ -41,13 +41,12 @@ class SinkSettings(BaseModel):
     type: str
     filter: RouteFilter = Field(default_factory=RouteFilter)
     batch_size: int = Field(1000, ge=1, le=100_000,
-                            description="events handed to the sink per send")
-    max_event_bytes: int = Field(1_000_000, ge=1024,
-                                 description="size policy limit for one event")
+                            description="most events handed to the sink per send")
 
 
 class Sink(Protocol):
-    settings: SinkSettings
+    @property
+    def settings(self) -> SinkSettings: ...
     async def connect(self) -> None: ...
 
     async def send(self, events: Sequence[Event]) -> list[SinkError | None]: ...

@@ -77,8 +77,10 @@ def binary_headers(event: Event) -> list[tuple[str, bytes]]:
 
 
 class KafkaSink:
-    def __init__(self, settings: KafkaSettings, cluster: str = "local") -> None:
+    def __init__(self, settings: KafkaSettings, cluster: str = "local",
+                 max_event_bytes: int = 1_000_000) -> None:
         self.settings = settings
+        self.max_event_bytes = max_event_bytes
         self.topic = Template(settings.topic, cluster)
         self._producer: AIOKafkaProducer | None = None
         self._ok = False
@@ -91,7 +93,7 @@ class KafkaSink:
             "enable_idempotence": True,  # implies acks=all
             "linger_ms": s.linger_ms,
             "max_batch_size": s.max_batch_bytes,
-            "max_request_size": max(s.max_batch_bytes, s.max_event_bytes + 65_536),
+            "max_request_size": max(s.max_batch_bytes, self.max_event_bytes + 65_536),
             "compression_type": None if s.compression == "none" else s.compression,
             "request_timeout_ms": int(s.ack_timeout * 1000),
         }

@@ -14,6 +14,7 @@ from typing import Protocol
 import aiohttp
 import orjson
 
+from bridge import metrics
 from bridge.errors import ApiError, TransportError
 from bridge.kube.auth import Credentials
 
@@ -116,6 +117,7 @@ class HttpTransport:
                 headers=self._headers(content_type if body is not None else None),
             ) as resp:
                 data = await resp.read()
+                metrics.api_requests.labels(verb=method, code=str(resp.status)).inc()
                 if resp.status >= 400:
                     raise api_error(resp.status, data, path)
                 return data
@@ -132,6 +134,7 @@ class HttpTransport:
             async with self._get_session().get(
                 path, params=params, timeout=timeout, headers=self._headers()
             ) as resp:
+                metrics.api_requests.labels(verb="WATCH", code=str(resp.status)).inc()
                 if resp.status >= 400:
                     raise api_error(resp.status, await resp.read(), path)
                 yield _guard(split_lines(resp.content.iter_any()), path)

@@ -13,21 +13,21 @@ unacknowledged deltas); ``engine.ack(delta)`` once it is durably delivered.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from bridge import metrics
 from bridge.errors import ApiError, TransportError
-from bridge.kube.resources import Resource, preferred_version
+from bridge.kube.resources import Resource
 from bridge.kube.transport import Transport
-from bridge.watch.delta import Delta
+from bridge.watch.delta import Delta, DeltaType
+from bridge.watch.kinds import crd_group_resource, crd_resource, resolve_builtin
 from bridge.watch.reflector import Reflector, StreamGone, WatchOptions
-from bridge.watch.selection import Selection, parse_builtin
+from bridge.watch.selection import Selection
 from bridge.watch.tracker import StreamCheckpoint, StreamTracker
 
 log = logging.getLogger(__name__)
@@ -174,6 +174,15 @@ class WatchEngine:
                 return
             await asyncio.sleep(0.05)
 
+    @property
+    def discovery_synced(self) -> bool:
+        return self._discovery_synced.is_set()
+
+    @property
+    def queued(self) -> int:
+        """Deltas emitted and not yet taken by the consumer."""
+        return self._queue.qsize()
+
     def stream_keys(self) -> list[str]:
         return sorted(self._streams)
 
@@ -203,8 +212,12 @@ class WatchEngine:
                          current.resource.version, resource.version)
                 current.task.cancel()  # its tracker (position + inventory) carries over
             tracker = self._tracker(key, resource.version)
+            options = self.options.watch
+            selector = Selection.label_selector(resource, options.label_selector)
+            if selector != options.label_selector:
+                options = dataclasses.replace(options, label_selector=selector)
             reflector = Reflector(key, resource, namespace, self.transport, tracker, self,
-                                  self.options.watch, self._list_gate)
+                                  options, self._list_gate)
             task = asyncio.create_task(self._run_stream(key, reflector), name=f"stream {key}")
             self._streams[key] = _Stream(key, resource, namespace, reflector, task)
         metrics.watched_kinds.set(len(self._streams))
@@ -264,19 +277,11 @@ class WatchEngine:
 
     async def _start_builtins(self) -> None:
         for spec in self.selection.builtins:
-            group, version, plural = parse_builtin(spec)
-            base = f"/apis/{group}/{version}" if group else f"/api/{version}"
             try:
-                found = orjson.loads(await self.transport.request("GET", base))
-            except ApiError as exc:
-                log.warning("built-in %s: discovery of %s failed: %s", spec, base, exc)
+                resource = await resolve_builtin(self.transport, spec)
+            except (LookupError, ValueError) as exc:
+                log.warning("built-in kind %s is not watched: %s", spec, exc)
                 continue
-            match = [r for r in found.get("resources", []) if r.get("name") == plural]
-            if not match:
-                log.warning("built-in %s: %s serves no resource %r", spec, base, plural)
-                continue
-            resource = Resource(group, version, plural, match[0]["kind"],
-                                bool(match[0].get("namespaced")))
             self._consider(resource, builtin=True)
 
     def _consider(self, resource: Resource, builtin: bool) -> None:
@@ -306,30 +311,17 @@ class WatchEngine:
             self._discovery_synced.set()
 
     def on_crd(self, delta: Delta) -> None:
-        crd = delta.obj
-        spec = crd.get("spec") or {}
-        names = spec.get("names") or {}
-        group, plural = spec.get("group", ""), names.get("plural", "")
-        group_resource = f"{plural}.{group}"
-        if delta.type.value == "deleted" or (crd.get("metadata") or {}).get(
+        group_resource = crd_group_resource(delta.obj)
+        resource = None if delta.type is DeltaType.DELETED else crd_resource(
+            delta.obj, self.options.versions)
+        if resource is not None:
+            self._consider(resource, builtin=False)
+        elif delta.type is DeltaType.DELETED or (delta.obj.get("metadata") or {}).get(
                 "deletionTimestamp"):
             # its stream drains by itself when the resource stops being served (404)
             for key in [k for k, s in self._kinds.items()
                         if s.resource.group_resource == group_resource]:
                 del self._kinds[key]
-            return
-        established = any(
-            c.get("type") == "Established" and c.get("status") == "True"
-            for c in (crd.get("status") or {}).get("conditions") or ()
-        )
-        served = [v["name"] for v in spec.get("versions") or () if v.get("served")]
-        if not established or not served:
-            return
-        configured = self.options.versions.get(group_resource)
-        version = configured if configured and configured in served else preferred_version(served)
-        resource = Resource(group, version, plural, names.get("kind", ""),
-                            spec.get("scope") == "Namespaced")
-        self._consider(resource, builtin=False)
 
 
 class _CrdOutlet:

@@ -8,6 +8,10 @@ from fnmatch import fnmatchcase
 
 from bridge.kube.resources import Resource
 
+# The bridge's own checkpoint ConfigMaps carry this label; a ConfigMap stream excludes it
+# server-side so the bridge never re-emits its own writes.
+CHECKPOINT_LABEL = "kube-event-bridge.io/checkpoint"
+
 # Never watched unless a rule names them in ``include`` explicitly: their data is secret.
 SENSITIVE = ("core/secrets",)
 
@@ -38,6 +42,12 @@ class Selection:
         if not self.crds:
             return False, "watch.crds is off"
         return True, "watch.crds: all"
+
+    @staticmethod
+    def label_selector(resource: Resource, configured: str) -> str:
+        if resource.group == "" and resource.plural == "configmaps":
+            return ",".join(s for s in (configured, f"!{CHECKPOINT_LABEL}") if s)
+        return configured
 
     def _named_in_include(self, names: tuple[str, ...]) -> bool:
         return any(n == pattern for n in names for pattern in self.include)

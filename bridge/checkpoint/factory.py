@@ -1,0 +1,22 @@
+"""Build the configured checkpoint store."""
+
+from __future__ import annotations
+
+from bridge.checkpoint.configmap import ConfigMapStore
+from bridge.checkpoint.file import FileStore
+from bridge.checkpoint.kafkastore import KafkaStore
+from bridge.checkpoint.natskv import NatsKvStore
+from bridge.checkpoint.store import CheckpointStore
+from bridge.config.model import Config
+from bridge.kube.transport import Transport
+
+
+def build_store(config: Config, transport: Transport) -> CheckpointStore:
+    c = config.checkpoint
+    if c.store == "configmap":
+        return ConfigMapStore(transport, c.namespace, c.id)
+    if c.store == "kafka":
+        return KafkaStore(c.bootstrap_servers, c.topic, c.id)
+    if c.store == "nats-kv":
+        return NatsKvStore(c.url, c.bucket, c.id)
+    return FileStore(c.path, f"{c.id}.checkpoint")

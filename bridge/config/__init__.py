@@ -1,0 +1,2 @@
+"""The configuration: one typed model (validation, JSON schema, reference docs) and its
+YAML loader with line-accurate errors."""

@@ -1,0 +1,190 @@
+"""The configuration model. It validates the YAML file, and also produces
+``config/schema.json`` and ``docs/config-reference.md`` (``python -m bridge.config.docs``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    field_validator,
+    model_validator,
+)
+
+from sinks.base import SinkSettings
+from sinks.jsonl import JsonlSettings
+from sinks.kafka import KafkaSettings
+from sinks.nats import NatsSettings
+from sinks.null import NullSettings
+from sinks.template import check as check_template
+
+BUILTIN_SINK_SETTINGS: dict[str, type[SinkSettings]] = {
+    "jsonl": JsonlSettings, "kafka": KafkaSettings, "nats": NatsSettings, "null": NullSettings}
+BUILTIN_SINKS = tuple(BUILTIN_SINK_SETTINGS)
+EventType = Literal["added", "updated", "deleted"]
+ALL_EVENT_TYPES: tuple[EventType, ...] = ("added", "updated", "deleted")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpSettings(Strict):
+    address: str = Field("0.0.0.0", description="listen address of /metrics /healthz /readyz")
+    port: int = Field(9090, ge=0, le=65535, description="0 disables the HTTP server")
+
+
+class WatchSettings(Strict):
+    crds: Literal["all", "none"] = Field("all", description="watch every served CRD kind, "
+                                         "discovered live")
+    builtins: list[str] = Field(default_factory=list, description='built-in kinds, e.g. '
+                                '"apps/v1/deployments", "v1/configmaps"')
+    include: list[str] = Field(default_factory=list, description="if set, only kinds "
+                               'matching one of these globs over "group/plural" or '
+                               '"group/Kind" (core group: "core")')
+    exclude: list[str] = Field(default_factory=list, description="kinds never watched "
+                               "(same globs)")
+    namespaces: list[str] = Field(default_factory=list, description="empty = all namespaces; "
+                                  "otherwise one stream per listed namespace")
+    label_selector: str = Field("", description="server-side label selector")
+    field_selector: str = Field("", description="server-side field selector")
+    event_types: list[EventType] = Field(default_factory=lambda: list(ALL_EVENT_TYPES))
+    initial: Literal["snapshot", "skip"] = Field(
+        "snapshot", description="first start without a checkpoint: one synthetic `added` "
+        "per existing object, or nothing")
+    versions: dict[str, str] = Field(default_factory=dict, description='"plural.group" -> '
+                                     "API version to watch instead of the preferred one")
+    page_size: int = Field(500, ge=1, le=10_000)
+    list_concurrency: int = Field(8, ge=1, le=256,
+                                  description="simultaneous initial lists/re-lists")
+    read_timeout: float = Field(120.0, ge=5, description="seconds without a byte before a "
+                                "watch connection is considered dead")
+    watch_list: bool = Field(True, description="use the streaming watch-list "
+                             "(sendInitialEvents) where the server supports it")
+    recheck_interval: float = Field(60.0, ge=1, description="seconds between re-checks of "
+                                    "forbidden or vanished kinds")
+
+
+class RedactionSettings(Strict):
+    kind: str = Field(description='glob over "group/Kind"')
+    paths: list[str] = Field(description="JSON pointers to remove, e.g. /spec/password")
+
+    @field_validator("paths")
+    @classmethod
+    def _pointers(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r} is not a JSON pointer: start it with '/'")
+        return paths
+
+
+class EventSettings(Strict):
+    type_prefix: str = Field("io.k8s.resource",
+                             description="CloudEvents type = <prefix>.added|updated|deleted")
+    partition_key: Literal["uid", "namespace/name"] = "uid"
+    strip_managed_fields: bool = True
+    redact: list[RedactionSettings] = Field(default_factory=list)
+    allow_secret_data: bool = Field(False, description="Secret data/stringData are removed "
+                                    "unless this is true")
+    max_bytes: int = Field(1_000_000, ge=4096, description="size policy limit per event")
+    drop_fields: list[str] = Field(
+        default_factory=lambda: [
+            "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration"],
+        description="removed first from an oversized event")
+    oversize: Literal["reference", "dead-letter"] = Field(
+        "reference", description="still too big: send metadata plus `dataref`, or "
+        "dead-letter it")
+
+
+class CheckpointSettings(Strict):
+    store: Literal["file", "configmap", "kafka", "nats-kv"] = "file"
+    path: str = Field("./.kube-event-bridge", description="file store: directory")
+    interval: float = Field(2.0, ge=0.2, le=60, description="seconds between saves")
+    id: str = Field("default", description="names this bridge's checkpoint in a shared store")
+    namespace: str = Field("", description="configmap store: namespace (default: own)")
+    bootstrap_servers: str = Field("", description="kafka store")
+    topic: str = Field("kube-event-bridge.checkpoints", description="kafka store: compacted "
+                       "topic")
+    url: str = Field("", description="nats-kv store: server URL")
+    bucket: str = Field("kube_event_bridge", description="nats-kv store: KV bucket")
+
+    @model_validator(mode="after")
+    def _store_fields(self) -> CheckpointSettings:
+        if self.store == "kafka" and not self.bootstrap_servers:
+            raise ValueError("checkpoint store kafka needs bootstrap_servers")
+        if self.store == "nats-kv" and not self.url:
+            raise ValueError("checkpoint store nats-kv needs url")
+        return self
+
+
+class LogSettings(Strict):
+    format: Literal["json", "console"] = "console"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LeaderElectionSettings(Strict):
+    enabled: bool = False
+    namespace: str = Field("", description="namespace of the Lease (default: own)")
+    name: str = "kube-event-bridge"
+    lease_duration: float = Field(15.0, ge=2)
+    renew_deadline: float = Field(10.0, ge=1)
+    retry_period: float = Field(2.0, ge=0.2)
+
+
+class PluginSinkSettings(SinkSettings):
+    """A sink from a Python entry point (group ``kube_event_bridge.sinks``); its own options
+    are validated by the plugin."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _sink_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in BUILTIN_SINKS else "plugin"
+
+
+AnySink = Annotated[
+    Annotated[JsonlSettings, Tag("jsonl")]
+    | Annotated[KafkaSettings, Tag("kafka")]
+    | Annotated[NatsSettings, Tag("nats")]
+    | Annotated[NullSettings, Tag("null")]
+    | Annotated[PluginSinkSettings, Tag("plugin")],
+    Discriminator(_sink_tag),
+]
+
+
+class Config(Strict):
+    cluster: str = Field("local", description="cluster name used in event `source`")
+    kubeconfig: str | None = Field(None, description="path; absent = in-cluster service "
+                                   "account, then $KUBECONFIG / ~/.kube/config")
+    context: str | None = Field(None, description="kubeconfig context")
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    watch: WatchSettings = Field(default_factory=WatchSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
+    sinks: list[AnySink] = Field(description="where events go; at least one")
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    logging: LogSettings = Field(default_factory=LogSettings)
+    leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    max_in_flight: int = Field(10_000, ge=1, description="events handed on and not yet "
+                               "acknowledged; reading pauses when full (backpressure)")
+    shutdown_grace: float = Field(20.0, ge=0, description="seconds to flush on SIGTERM")
+
+    @field_validator("sinks")
+    @classmethod
+    def _sinks(cls, sinks: list[SinkSettings]) -> list[SinkSettings]:
+        if not sinks:
+            raise ValueError("no sinks configured: add at least one (e.g. "
+                             '{name: out, type: jsonl, path: "-"})')
+        seen: set[str] = set()
+        for sink in sinks:
+            if sink.name in seen:
+                raise ValueError(f"duplicate sink name {sink.name!r}: names must be unique")
+            seen.add(sink.name)
+            for template in (getattr(sink, "topic", None), getattr(sink, "subject", None)):
+                if isinstance(template, str):
+                    check_template(template)
+        return sinks

@@ -1,0 +1,121 @@
+"""One worker per sink: batches, sends, retries transient failures in order, dead-letters
+permanent ones, and reports each acknowledged event back.
+
+Order per object is kept by construction: a batch is retried from its first transiently
+failed event onward (later events are re-sent even if they were accepted, so nothing
+overtakes an earlier change; re-sends carry the same ids), and the next batch waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from bridge import metrics
+from bridge.events.event import Event
+from bridge.watch.backoff import Backoff
+from sinks.base import Sink, SinkError
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_ATTEMPTS = 5
+
+
+class SinkWorker:
+    def __init__(self, sink: Sink, on_acked: Callable[[Event], None],
+                 retry_initial: float = 0.2, retry_max: float = 30.0) -> None:
+        self.sink = sink
+        self.name = sink.settings.name
+        self.queue: asyncio.Queue[tuple[Event, str | None]] = asyncio.Queue()
+        self._on_acked = on_acked
+        self._retry = (retry_initial, retry_max)
+        self.failing_since: float | None = None
+
+    async def run(self) -> None:
+        batch_size = self.sink.settings.batch_size
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            await self._deliver(batch)
+
+    async def _deliver(self, batch: list[tuple[Event, str | None]]) -> None:
+        backoff = Backoff(*self._retry)
+        while batch:
+            to_send = [event for event, reason in batch if reason is None]
+            results = await self._send(to_send) if to_send else []
+            outcome = iter(results)
+            retry_from: int | None = None
+            for index, (event, reason) in enumerate(batch):
+                error = next(outcome) if reason is None else None
+                if reason is None and error is None:
+                    self._acked(event)
+                elif reason is not None or (error is not None and not error.transient):
+                    await self._dead_letter(event, reason or str(error))
+                else:
+                    retry_from = index
+                    metrics.events_failed.labels(sink=self.name, transient="true").inc()
+                    break
+            if retry_from is None:
+                self._up()
+                return
+            batch = batch[retry_from:]
+            delay = backoff.next_delay()
+            self._down(f"{batch[0][0].id}: {error}; retrying {len(batch)} events in "
+                       f"{delay:.1f}s")
+            await asyncio.sleep(delay)
+
+    async def _send(self, events: list[Event]) -> list[SinkError | None]:
+        started = time.monotonic()
+        try:
+            results = await self.sink.send(events)
+        except SinkError as exc:
+            results = [exc] * len(events)
+        except Exception as exc:  # a sink bug must not kill delivery: retry, loudly
+            log.exception("sink %s raised unexpectedly", self.name)
+            results = [SinkError(repr(exc))] * len(events)
+        metrics.publish_latency.labels(sink=self.name).observe(time.monotonic() - started)
+        return results
+
+    async def _dead_letter(self, event: Event, reason: str) -> None:
+        for attempt in range(1, DEAD_LETTER_ATTEMPTS + 1):
+            try:
+                await self.sink.dead_letter(event, reason)
+                metrics.dead_lettered.labels(sink=self.name, reason="permanent").inc()
+                log.warning("sink %s: event %s (%s %s) dead-lettered: %s", self.name, event.id,
+                            event.attributes.get("kind"), event.attributes.get("subject"),
+                            reason)
+                break
+            except Exception as exc:
+                log.error("sink %s: dead-lettering %s failed (attempt %d/%d): %r", self.name,
+                          event.id, attempt, DEAD_LETTER_ATTEMPTS, exc)
+                await asyncio.sleep(min(2.0**attempt * 0.1, 5))
+        else:
+            metrics.dead_lettered.labels(sink=self.name, reason="dead-letter-failed").inc()
+            log.error("sink %s: GAVE UP on event %s after %d dead-letter attempts; its "
+                      "attributes: %s; reason: %s", self.name, event.id, DEAD_LETTER_ATTEMPTS,
+                      event.attributes, reason)
+        self._acked(event)
+
+    def _acked(self, event: Event) -> None:
+        metrics.events_published.labels(sink=self.name, kind=event.attributes["kind"],
+                                         type=event.delta.type.value).inc()
+        self._on_acked(event)
+
+    def _up(self) -> None:
+        if self.failing_since is not None:
+            log.info("sink %s: delivering again after %.1fs", self.name,
+                     time.monotonic() - self.failing_since)
+        self.failing_since = None
+        metrics.sink_up.labels(sink=self.name).set(1)
+
+    def _down(self, message: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning("sink %s is failing: %s (reading from the cluster pauses once the "
+                        "in-flight window is full; nothing is dropped)", self.name, message)
+        else:
+            log.info("sink %s still failing: %s", self.name, message)
+        metrics.sink_up.labels(sink=self.name).set(0)
