@@ -28,11 +28,12 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAuthorizationFailedError,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.events.event import Event
 from sinks.base import SinkError, SinkSettings
 from sinks.template import Template
+from sinks.template import check as check_template
 from sinks.tls import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ class KafkaSettings(SinkSettings):
     dead_letter_topic: str = Field("kube-event-bridge.dlq", description="permanent failures "
                                    "go here (structured JSON with the reason)")
     client_id: str = "kube-event-bridge"
+
+    @field_validator("topic")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        check_template(value)
+        return value
 
 
 def binary_headers(event: Event) -> list[tuple[str, bytes]]:

@@ -20,11 +20,12 @@ import orjson
 from nats.errors import Error as NatsError
 from nats.js.api import StreamConfig
 from nats.js.errors import APIError, BadRequestError
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from bridge.events.event import Event
 from sinks.base import SinkError, SinkSettings
 from sinks.template import Template
+from sinks.template import check as check_template
 from sinks.tls import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,12 @@ class NatsSettings(SinkSettings):
     password: SecretStr | None = None
     dead_letter_subject: str = Field("kube-event-bridge.dlq",
                                      description="permanent failures are published here")
+
+    @field_validator("subject")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        check_template(value)
+        return value
 
 
 def binary_headers(event: Event) -> dict[str, str]:

@@ -34,7 +34,7 @@ class BridgeProcess:
 
     def start(self) -> None:
         self.starts += 1
-        out = open(self.log, "ab")  # noqa: SIM115 - handed to the child
+        out = open(self.log, "ab")
         out.write(f"\n==== start #{self.starts}\n".encode())
         out.flush()
         self.proc = subprocess.Popen(

@@ -12,7 +12,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from tests.auditor import Truth
-from tests.kubetools import create_crd, crd_manifest, ensure_namespace
+from tests.kubetools import crd_manifest, create_crd, ensure_namespace
 
 
 @dataclass

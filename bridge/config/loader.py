@@ -108,6 +108,9 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     """The keys the model accepts at the parent of ``loc`` (for 'unknown key' hints)."""
     model: Any = Config
     for part in loc[:-1]:
+        if part in BUILTIN_SINK_SETTINGS:
+            model = BUILTIN_SINK_SETTINGS[part]
+            continue
         if isinstance(part, int) or model is None:
             continue
         fields = getattr(model, "model_fields", {})
@@ -115,7 +118,7 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
             annotation = fields[part].annotation
             model = annotation if hasattr(annotation, "model_fields") else None
         else:
-            model = BUILTIN_SINK_SETTINGS.get(part)
+            model = None
     return sorted(getattr(model, "model_fields", {}))
 
 

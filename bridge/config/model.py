@@ -20,7 +20,6 @@ from sinks.jsonl import JsonlSettings
 from sinks.kafka import KafkaSettings
 from sinks.nats import NatsSettings
 from sinks.null import NullSettings
-from sinks.template import check as check_template
 
 BUILTIN_SINK_SETTINGS: dict[str, type[SinkSettings]] = {
     "jsonl": JsonlSettings, "kafka": KafkaSettings, "nats": NatsSettings, "null": NullSettings}
@@ -184,7 +183,4 @@ class Config(Strict):
             if sink.name in seen:
                 raise ValueError(f"duplicate sink name {sink.name!r}: names must be unique")
             seen.add(sink.name)
-            for template in (getattr(sink, "topic", None), getattr(sink, "subject", None)):
-                if isinstance(template, str):
-                    check_template(template)
         return sinks

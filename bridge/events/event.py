@@ -44,7 +44,13 @@ class Event:
         return len(self.data or b"") + sum(len(k) + len(v) for k, v in self.attributes.items())
 
     def to_sdk(self) -> Any:
+        """The official SDK's CloudEvent (time as a datetime, as the SDK requires)."""
+        import datetime as dt
+
         from cloudevents.core.v1.event import CloudEvent
 
-        return CloudEvent(dict(self.attributes),
-                          orjson.loads(self.data) if self.data is not None else None)
+        attributes: dict[str, Any] = dict(self.attributes)
+        attributes["time"] = dt.datetime.fromisoformat(attributes["time"].replace("Z",
+                                                                                  "+00:00"))
+        return CloudEvent(attributes, orjson.loads(self.data) if self.data is not None
+                          else None)

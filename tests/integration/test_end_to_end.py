@@ -148,7 +148,7 @@ async def test_oversized_object_does_not_stall_the_stream(
             if small_id in got:
                 break
             await asyncio.sleep(0.5)
-    status, metrics_text = process.get("/metrics")
+    _, metrics_text = process.get("/metrics")
     assert await asyncio.to_thread(process.sigterm) == 0
     if oversize == "reference":
         ref = got[big_id]

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.checkpoint.chunks import Manifest, digest, join, split
+from bridge.checkpoint.codec import CheckpointError, decode, encode
+from bridge.checkpoint.file import FileStore
+from bridge.watch.inventory import Entry, Inventory
+from bridge.watch.tracker import StreamCheckpoint
+
+
+def sample() -> dict[str, StreamCheckpoint]:
+    inv = Inventory()
+    inv.put("6f1c2d8e-0000-4000-8000-000000000001", Entry("10", "ns", "a"))
+    return {"things.x.io": StreamCheckpoint("12", 3, inv, "v1"),
+            "empty.x.io": StreamCheckpoint(None, 0, Inventory(), "v2")}
+
+
+def test_codec_roundtrip() -> None:
+    back = decode(encode(sample()))
+    assert back["things.x.io"].resource_version == "12"
+    assert back["things.x.io"].sequence == 3 and back["things.x.io"].version == "v1"
+    assert len(back["things.x.io"].inventory) == 1
+    assert back["empty.x.io"].resource_version is None
+    assert decode(b"") == {}
+
+
+def test_corrupt_blobs_are_errors() -> None:
+    with pytest.raises(CheckpointError):
+        decode(b"garbage")
+    with pytest.raises(CheckpointError):
+        decode(encode(sample())[:-3])
+
+
+def test_chunks_verify_their_digest() -> None:
+    blob = bytes(range(256)) * 100
+    parts = split(blob, 1000)
+    manifest = Manifest(3, len(parts), digest(blob))
+    assert join(Manifest.loads(manifest.dumps()), parts) == blob
+    with pytest.raises(CheckpointError):
+        join(manifest, parts[:-1])
+
+
+async def test_file_store_atomic_replace(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path / "cp"))
+    assert await store.load() == b""
+    await store.save(b"one")
+    await store.save(b"two")
+    assert await store.load() == b"two"
+    assert [p.name for p in (tmp_path / "cp").iterdir()] == ["checkpoint.bin"]
+
+
+async def test_file_store_reports_an_unusable_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # works even as root, unlike a read-only mode
+    with pytest.raises(OSError):
+        await FileStore(str(blocker / "sub")).save(b"x")
