@@ -20,6 +20,9 @@ from sinks.base import SinkError, SinkSettings
 
 
 class JsonlSettings(SinkSettings):
+    """One structured CloudEvent JSON per line, to standard output or a file (the embedded default
+    sink)."""
+
     type: Literal["jsonl"] = "jsonl"
     path: str = Field("-", description='file to append to; "-" is standard output')
     fsync: bool = Field(False, description="fsync the file after every batch")

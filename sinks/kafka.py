@@ -51,6 +51,9 @@ class SaslSettings(BaseModel):
 
 
 class KafkaSettings(SinkSettings):
+    """Apache Kafka via an idempotent producer (acks=all); CloudEvents Kafka binding, binary mode
+    by default; key = partitionkey."""
+
     type: Literal["kafka"] = "kafka"
     bootstrap_servers: str = Field(description="host:port[,host:port...]")
     topic: str = Field("k8s.{group}.{plural}", description="topic template")

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class NatsSettings(SinkSettings):
+    """NATS JetStream; every publish acknowledged; Nats-Msg-Id = event id for server-side de-
+    duplication."""
+
     type: Literal["nats"] = "nats"
     url: str = Field(description="nats://host:port (comma-separate several)")
     stream: str = Field("K8S", description="JetStream stream the subjects belong to")

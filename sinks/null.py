@@ -10,6 +10,8 @@ from sinks.base import SinkError, SinkSettings
 
 
 class NullSettings(SinkSettings):
+    """Discards everything (benchmarks, dry runs)."""
+
     type: Literal["null"] = "null"
 
 

@@ -33,11 +33,17 @@ class Strict(BaseModel):
 
 
 class HttpSettings(Strict):
+    """The operator endpoints: `/metrics`, `/healthz` (alive), `/readyz` (initial sync done and
+    every sink up)."""
+
     address: str = Field("0.0.0.0", description="listen address of /metrics /healthz /readyz")
     port: int = Field(9090, ge=0, le=65535, description="0 disables the HTTP server")
 
 
 class WatchSettings(Strict):
+    """What is watched: every served CRD kind by default (discovered live), plus the built-in kinds
+    you name; filters are applied server-side where the API allows."""
+
     crds: Literal["all", "none"] = Field("all", description="watch every served CRD kind, "
                                          "discovered live")
     builtins: list[str] = Field(default_factory=list, description='built-in kinds, e.g. '
@@ -69,6 +75,8 @@ class WatchSettings(Strict):
 
 
 class RedactionSettings(Strict):
+    """Fields removed from event payloads of matching kinds."""
+
     kind: str = Field(description='glob over "group/Kind"')
     paths: list[str] = Field(description="JSON pointers to remove, e.g. /spec/password")
 
@@ -82,6 +90,9 @@ class RedactionSettings(Strict):
 
 
 class EventSettings(Strict):
+    """How changes become CloudEvents (DESIGN section 2): type prefix, partition key, payload
+    redaction and the size policy."""
+
     type_prefix: str = Field("io.k8s.resource",
                              description="CloudEvents type = <prefix>.added|updated|deleted")
     partition_key: Literal["uid", "namespace/name"] = "uid"
@@ -100,6 +111,9 @@ class EventSettings(Strict):
 
 
 class CheckpointSettings(Strict):
+    """Where resume positions and inventories are stored; saved every `interval` seconds when
+    something advanced, and at shutdown."""
+
     store: Literal["file", "configmap", "kafka", "nats-kv"] = "file"
     path: str = Field("./.kube-event-bridge", description="file store: directory")
     interval: float = Field(2.0, ge=0.2, le=60, description="seconds between saves")
@@ -121,11 +135,15 @@ class CheckpointSettings(Strict):
 
 
 class LogSettings(Strict):
+    """Structured logs on standard error."""
+
     format: Literal["json", "console"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 class LeaderElectionSettings(Strict):
+    """Active/standby replicas coordinated through a `coordination.k8s.io` Lease."""
+
     enabled: bool = False
     namespace: str = Field("", description="namespace of the Lease (default: own)")
     name: str = "kube-event-bridge"
