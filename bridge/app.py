@@ -7,6 +7,7 @@ import asyncio
 import logging
 import time
 
+from bridge import metrics
 from bridge.checkpoint.codec import CheckpointError, decode
 from bridge.checkpoint.factory import build_store
 from bridge.checkpoint.store import Saver
@@ -19,6 +20,7 @@ from bridge.events.redact import RedactionRule, Redactor
 from bridge.httpserver import HealthServer
 from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
+from bridge.leader import LeaderElector, default_identity
 from bridge.metrics import synced_streams
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions, WatchEngine
@@ -68,8 +70,12 @@ class Bridge:
         self.engine: WatchEngine | None = None
         self.delivery: Delivery | None = None
         self.synced_at: float | None = None
+        self.standby = False
+        self.lost_leadership = False
 
     def ready(self) -> tuple[bool, str]:
+        if self.standby:
+            return True, "standby (another instance holds the leader lease)"
         if self.engine is None or self.delivery is None:
             return False, "starting"
         if self.synced_at is None:
@@ -82,21 +88,69 @@ class Bridge:
         return True, "ready"
 
     async def run(self) -> int:
+        """Run until a stop signal (exit code 0) or a loss of leadership (exit code 1)."""
         config = self.config
         credentials = auth.load(config.kubeconfig, config.context)
         transport = HttpTransport(credentials)
-        store = build_store(config, transport)
         http = None
-        if config.http.port:
-            http = HealthServer(config.http.address, config.http.port, self.ready)
+        try:
+            if config.http.port:
+                http = HealthServer(config.http.address, config.http.port, self.ready)
+                try:
+                    await http.start()
+                except OSError as exc:
+                    http = None
+                    raise StartupError(
+                        f"cannot listen on {config.http.address}:{config.http.port} for "
+                        f"/metrics: {exc.strerror or exc}. Set http.port to a free port "
+                        "(0 disables the endpoint).") from exc
+            elector = self._elector(transport)
+            if elector is not None and not await self._lead(elector):
+                return 0  # stopped while standing by
+            metrics.is_leader.set(1)
             try:
-                await http.start()
-            except OSError as exc:
-                await transport.close()
-                raise StartupError(
-                    f"cannot listen on {config.http.address}:{config.http.port} for "
-                    f"/metrics: {exc.strerror or exc}. Set http.port to a free port "
-                    "(0 disables the endpoint).") from exc
+                await self._work(transport, elector)
+            finally:
+                if elector is not None:
+                    await elector.release()
+            return 1 if self.lost_leadership else 0
+        finally:
+            await transport.close()
+            if http is not None:
+                await http.stop()
+
+    def _elector(self, transport: HttpTransport) -> LeaderElector | None:
+        le = self.config.leader_election
+        if not le.enabled:
+            return None
+        return LeaderElector(transport, le.namespace or auth.own_namespace(), le.name,
+                             default_identity(), le.lease_duration, le.renew_deadline,
+                             le.retry_period)
+
+    async def _lead(self, elector: LeaderElector) -> bool:
+        """Stand by until leader (True) or until told to stop (False)."""
+        self.standby = True
+        acquire = asyncio.create_task(elector.acquire())
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        self.standby = False
+        if not acquire.done():
+            acquire.cancel()
+            await asyncio.gather(acquire, return_exceptions=True)
+            return False
+        acquire.result()
+        return True
+
+    async def _keep_leading(self, elector: LeaderElector) -> None:
+        await elector.keep()
+        log.error("lost leadership: stopping so that a standby continues from the checkpoint")
+        self.lost_leadership = True
+        self.stopping.set()
+
+    async def _work(self, transport: HttpTransport, elector: LeaderElector | None) -> None:
+        config = self.config
+        store = build_store(config, transport)
         try:
             try:
                 checkpoints = decode(await store.load())
@@ -120,6 +174,8 @@ class Bridge:
             await engine.start()
             tasks = [asyncio.create_task(saver.run(), name="checkpoints"),
                      asyncio.create_task(self._progress(engine), name="progress")]
+            if elector is not None:
+                tasks.append(asyncio.create_task(self._keep_leading(elector), name="lease"))
             await self.stopping.wait()
             log.info("stopping: no new changes are read; flushing %d in-flight events "
                      "(grace %.0fs)", delivery.in_flight, config.shutdown_grace)
@@ -133,12 +189,8 @@ class Bridge:
             log.info("stopped: %s; checkpoint %s", "all events flushed" if flushed else
                      "grace period over, unflushed events will be re-sent on the next start",
                      "saved" if saved else "NOT saved")
-            return 0
         finally:
             await store.close()
-            await transport.close()
-            if http is not None:
-                await http.stop()
 
     async def _connect(self, sinks: list[Sink]) -> None:
         """Connect what is reachable now; the rest connect on first send (with retries), and

@@ -54,6 +54,10 @@ sink_up = Gauge(
     _P + "sink_up", "1 while the sink accepts events, 0 while it fails", ["sink"],
     registry=REGISTRY)
 
+is_leader = Gauge(
+    _P + "is_leader", "1 while this instance holds the leader Lease (or runs without "
+    "leader election)", registry=REGISTRY)
+
 # ---- checkpoints ---------------------------------------------------------------------------
 checkpoint_saves = Counter(
     _P + "checkpoint_saves_total", "Checkpoint saves, by result", ["result"],

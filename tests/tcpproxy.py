@@ -7,15 +7,15 @@ import contextlib
 
 
 class TcpProxy:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, listen_port: int = 0) -> None:
         self.target = (host, port)
-        self.port = 0
+        self.port = listen_port
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.cuts = 0
 
     async def __aenter__(self) -> TcpProxy:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 

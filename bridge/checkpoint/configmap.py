@@ -9,7 +9,6 @@ excludes that label when it watches ConfigMaps, so the bridge never re-emits its
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,20 +16,11 @@ import orjson
 from bridge.checkpoint.chunks import Manifest, digest, join, split
 from bridge.checkpoint.codec import CheckpointError
 from bridge.errors import ApiError
+from bridge.kube.auth import own_namespace
 from bridge.kube.transport import Transport
 from bridge.watch.selection import CHECKPOINT_LABEL as LABEL
 
 CHUNK = 700 * 1024  # base64 grows it by a third: stays under 1 MiB per object
-SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-def own_namespace() -> str:
-    try:
-        return SA_NAMESPACE.read_text().strip() or "default"
-    except OSError:
-        return "default"
-
-
 class ConfigMapStore:
     def __init__(self, transport: Transport, namespace: str, checkpoint_id: str) -> None:
         self.transport = transport

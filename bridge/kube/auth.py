@@ -17,6 +17,16 @@ from kubernetes import config as k8s_config
 
 from bridge.errors import ConfigError
 
+SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace() -> str:
+    """The pod's namespace in-cluster; ``default`` elsewhere."""
+    try:
+        return SA_NAMESPACE.read_text().strip() or "default"
+    except OSError:
+        return "default"
+
 
 @dataclass
 class Credentials:
