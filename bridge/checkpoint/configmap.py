@@ -1,6 +1,6 @@
 """``configmap``: ConfigMaps in the bridge's namespace (for in-cluster use, small clusters).
 
-Chunks ``{id}-{generation}-{i}`` (binaryData, under the 1 MiB object limit), then the
+Chunks ``{id}-{generation}-{token}-{i}`` (binaryData, under the 1 MiB object limit), then the
 manifest ConfigMap ``{id}`` updated with its resourceVersion (optimistic concurrency fences a
 second writer). All carry the label ``kube-event-bridge.io/checkpoint=true``; the engine
 excludes that label when it watches ConfigMaps, so the bridge never re-emits its own writes.
@@ -29,8 +29,7 @@ class ConfigMapStore:
         self.description = f"configmap {self.namespace}/{self.name}"
         self._base = f"/api/v1/namespaces/{self.namespace}/configmaps"
         self._resource_version: str | None = None
-        self._generation = 0
-        self._chunks = 0
+        self._current: Manifest | None = None
 
     async def _get(self, name: str) -> dict[str, Any] | None:
         try:
@@ -48,18 +47,18 @@ class ConfigMapStore:
             self._resource_version = None
             return b""
         self._resource_version = manifest_cm["metadata"]["resourceVersion"]
-        manifest = Manifest.loads((manifest_cm.get("data") or {})["manifest"].encode())
-        self._generation, self._chunks = manifest.generation, manifest.chunks
+        manifest = self._current = Manifest.loads(
+            (manifest_cm.get("data") or {})["manifest"].encode())
         chunks = []
         for index in range(manifest.chunks):
-            cm = await self._get(self._chunk_name(manifest.generation, index))
+            cm = await self._get(self._chunk_name(manifest, index))
             if cm is None:
                 raise CheckpointError(f"checkpoint chunk {index} of {self.name} is missing")
             chunks.append(base64.b64decode((cm.get("binaryData") or {}).get("chunk", "")))
         return join(manifest, chunks)
 
-    def _chunk_name(self, generation: int, index: int) -> str:
-        return f"{self.name}-{generation}-{index}"
+    def _chunk_name(self, manifest: Manifest, index: int) -> str:
+        return f"{self.name}-{manifest.prefix}-{index}"
 
     def _body(self, name: str, **content: Any) -> bytes:
         meta: dict[str, Any] = {"name": name, "namespace": self.namespace,
@@ -69,13 +68,14 @@ class ConfigMapStore:
                              **content})
 
     async def save(self, blob: bytes) -> None:
-        generation = self._generation + 1
         parts = split(blob, CHUNK)
+        new = Manifest((self._current.generation if self._current else 0) + 1, len(parts),
+                       digest(blob))
         for index, part in enumerate(parts):
             await self.transport.request("POST", self._base, body=self._body(
-                self._chunk_name(generation, index),
+                self._chunk_name(new, index),
                 binaryData={"chunk": base64.b64encode(part).decode()}))
-        manifest = {"manifest": Manifest(generation, len(parts), digest(blob)).dumps().decode()}
+        manifest = {"manifest": new.dumps().decode()}
         try:
             if self._resource_version is None:
                 answer = await self.transport.request(
@@ -92,15 +92,15 @@ class ConfigMapStore:
                     "off (is a second bridge running with the same checkpoint id?)") from exc
             raise
         self._resource_version = orjson.loads(answer)["metadata"]["resourceVersion"]
-        old, old_chunks = self._generation, self._chunks
-        self._generation, self._chunks = generation, len(parts)
-        for index in range(old_chunks if old else 0):
-            try:
-                await self.transport.request("DELETE", f"{self._base}/"
-                                             f"{self._chunk_name(old, index)}")
-            except ApiError as exc:
-                if not exc.not_found:
-                    raise
+        old, self._current = self._current, new
+        if old is not None:
+            for index in range(old.chunks):
+                try:
+                    await self.transport.request("DELETE", f"{self._base}/"
+                                                 f"{self._chunk_name(old, index)}")
+                except ApiError as exc:
+                    if not exc.not_found:
+                        raise
 
     async def close(self) -> None:
         return None

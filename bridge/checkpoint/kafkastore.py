@@ -1,5 +1,5 @@
-"""``kafka``: a compacted topic. Chunks ``{id}/{generation}/{i}`` are written first, then the
-manifest under key ``{id}``; the previous generation's chunks get tombstones. Loading reads
+"""``kafka``: a compacted topic. Chunks ``{id}/{generation}-{token}/{i}`` are written first,
+then the manifest under key ``{id}``; the previous generation's chunks get tombstones. Loading reads
 the topic from the beginning to its end offsets and keeps the newest value per key."""
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ class KafkaStore:
         self.id = checkpoint_id
         self.description = f"kafka topic {topic} key {checkpoint_id} at {bootstrap_servers}"
         self._producer: AIOKafkaProducer | None = None
-        self._generation = 0
-        self._chunks = 0
+        self._current: Manifest | None = None
 
     async def _ensure_topic(self) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
@@ -65,28 +64,27 @@ class KafkaStore:
         raw = latest.get(self.id.encode())
         if not raw:
             return b""
-        manifest = Manifest.loads(raw)
-        self._generation, self._chunks = manifest.generation, manifest.chunks
-        chunks = [latest.get(f"{self.id}/{manifest.generation}/{i}".encode()) or b""
+        manifest = self._current = Manifest.loads(raw)
+        chunks = [latest.get(f"{self.id}/{manifest.prefix}/{i}".encode()) or b""
                   for i in range(manifest.chunks)]
         return join(manifest, chunks)
 
     async def save(self, blob: bytes) -> None:
         producer = await self._get_producer()
-        generation = self._generation + 1
         parts = split(blob, CHUNK)
+        manifest = Manifest((self._current.generation if self._current else 0) + 1,
+                            len(parts), digest(blob))
         sends = [await producer.send(self.topic, part,
-                                     key=f"{self.id}/{generation}/{i}".encode())
+                                     key=f"{self.id}/{manifest.prefix}/{i}".encode())
                  for i, part in enumerate(parts)]
         for sent in sends:
             await sent
-        await producer.send_and_wait(self.topic, Manifest(generation, len(parts),
-                                                          digest(blob)).dumps(),
-                                     key=self.id.encode())
-        old, old_chunks = self._generation, self._chunks
-        self._generation, self._chunks = generation, len(parts)
-        for index in range(old_chunks if old else 0):
-            await producer.send(self.topic, None, key=f"{self.id}/{old}/{index}".encode())
+        await producer.send_and_wait(self.topic, manifest.dumps(), key=self.id.encode())
+        old, self._current = self._current, manifest
+        if old is not None:
+            for index in range(old.chunks):
+                await producer.send(self.topic, None,
+                                    key=f"{self.id}/{old.prefix}/{index}".encode())
 
     async def close(self) -> None:
         if self._producer is not None:

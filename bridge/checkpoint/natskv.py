@@ -24,8 +24,7 @@ class NatsKvStore:
         self._nc: Any = None
         self._kv: Any = None
         self._revision: int | None = None
-        self._generation = 0
-        self._chunks = 0
+        self._current: Manifest | None = None
 
     async def _open(self) -> Any:
         if self._kv is None:
@@ -49,9 +48,8 @@ class NatsKvStore:
             self._revision = 0
             return b""
         self._revision = entry.revision
-        manifest = Manifest.loads(entry.value)
-        self._generation, self._chunks = manifest.generation, manifest.chunks
-        chunks = [(await kv.get(self._key(f"{manifest.generation}.{i}"))).value or b""
+        manifest = self._current = Manifest.loads(entry.value)
+        chunks = [(await kv.get(self._key(f"{manifest.prefix}.{i}"))).value or b""
                   for i in range(manifest.chunks)]
         return join(manifest, chunks)
 
@@ -59,26 +57,26 @@ class NatsKvStore:
         kv = await self._open()
         if self._revision is None:
             await self.load()
-        generation = self._generation + 1
         parts = split(blob, CHUNK)
+        manifest = Manifest((self._current.generation if self._current else 0) + 1,
+                            len(parts), digest(blob))
         for index, part in enumerate(parts):
-            await kv.put(self._key(f"{generation}.{index}"), part)
-        manifest = Manifest(generation, len(parts), digest(blob)).dumps()
+            await kv.put(self._key(f"{manifest.prefix}.{index}"), part)
         try:
             if self._revision:
-                self._revision = await kv.update(self._key("manifest"), manifest,
+                self._revision = await kv.update(self._key("manifest"), manifest.dumps(),
                                                  last=self._revision)
             else:
-                self._revision = await kv.create(self._key("manifest"), manifest)
+                self._revision = await kv.create(self._key("manifest"), manifest.dumps())
         except KeyWrongLastSequenceError as exc:
             raise CheckpointError(
                 f"another writer changed checkpoint {self.id!r} in {self.bucket}: this "
                 "instance is fenced off (is a second bridge running with the same id?)"
             ) from exc
-        old, old_chunks = self._generation, self._chunks
-        self._generation, self._chunks = generation, len(parts)
-        for index in range(old_chunks if old else 0):
-            await kv.purge(self._key(f"{old}.{index}"))
+        old, self._current = self._current, manifest
+        if old is not None:
+            for index in range(old.chunks):
+                await kv.purge(self._key(f"{old.prefix}.{index}"))
 
     async def close(self) -> None:
         if self._nc is not None:
