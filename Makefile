@@ -31,6 +31,9 @@ world-up: deps venv ## build (first time) and start kube-apiserver+etcd, Kafka, 
 world-down: ## stop the test world and delete its data
 	$(PY) -m tests.env down
 
+demo: deps venv ## the bridge live: local control plane, sample CRDs, CloudEvents on the terminal
+	$(PY) -m tests.demo
+
 unit: venv ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 

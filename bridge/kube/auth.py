@@ -35,9 +35,16 @@ class Credentials:
     _configuration: k8s_client.Configuration
 
     def authorization(self) -> str | None:
-        """The current ``Authorization`` header value (refreshing expiring tokens)."""
-        value = self._configuration.get_api_key_with_prefix("authorization")
-        return str(value) if value else None
+        """The current ``Authorization`` header value (refreshing expiring tokens).
+
+        Asked through the library's own ``auth_settings()``, so it works whichever key the
+        library version stores the token under ("authorization", "BearerToken")."""
+        for setting in self._configuration.auth_settings().values():
+            if (setting.get("in") == "header"
+                    and str(setting.get("key", "")).lower() == "authorization"
+                    and setting.get("value")):
+                return str(setting["value"])
+        return None
 
 
 def load(kubeconfig: str | None = None, context: str | None = None) -> Credentials:

@@ -147,7 +147,9 @@ class Reflector:
 
     async def _sleep(self, exc: Exception) -> None:
         delay = self._backoff.next_delay()
-        log.warning("%s: %s; retrying in %.1fs", self.key, exc, delay)
+        busy = isinstance(exc, ApiError) and exc.status in (429, 503)  # server says "later"
+        log.log(logging.INFO if busy else logging.WARNING, "%s: %s; retrying in %.1fs",
+                self.key, exc, delay)
         await asyncio.sleep(delay)
 
     # ---- re-list and diff ----------------------------------------------------------------

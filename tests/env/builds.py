@@ -131,6 +131,20 @@ def kube_apiserver() -> Path:
     )
 
 
+def kubectl() -> Path:
+    """kubectl (with kustomize) at the API server's version, for the deploy/ tests."""
+    version = versions.KUBERNETES
+    binary = versions.cache_root() / "bin" / f"kubectl-v{version}"
+    if binary.exists():
+        return binary
+    major, minor, _ = version.split(".")
+    pkg = "k8s.io/client-go/pkg/version"
+    ldflags = " ".join(["-s", "-w", f"-X {pkg}.gitVersion=v{version}",
+                        f"-X {pkg}.gitMajor={major}", f"-X {pkg}.gitMinor={minor}"])
+    return _go_build("kubectl", f"v{version}", "k8s.io/kubernetes/cmd/kubectl",
+                     _k8s_staging_replaces(version), ldflags)
+
+
 def etcd() -> Path:
     version = f"v{versions.ETCD}"
     return _go_build(
