@@ -11,6 +11,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -39,7 +40,8 @@ class Credentials:
 
         Asked through the library's own ``auth_settings()``, so it works whichever key the
         library version stores the token under ("authorization", "BearerToken")."""
-        for setting in self._configuration.auth_settings().values():
+        settings: dict[str, dict[str, Any]] = dict(self._configuration.auth_settings())
+        for setting in settings.values():
             if (setting.get("in") == "header"
                     and str(setting.get("key", "")).lower() == "authorization"
                     and setting.get("value")):
