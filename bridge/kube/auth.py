@@ -11,7 +11,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -40,7 +40,7 @@ class Credentials:
 
         Asked through the library's own ``auth_settings()``, so it works whichever key the
         library version stores the token under ("authorization", "BearerToken")."""
-        settings: dict[str, dict[str, Any]] = dict(self._configuration.auth_settings())
+        settings: dict[str, dict[str, Any]] = cast(Any, self._configuration).auth_settings()
         for setting in settings.values():
             if (setting.get("in") == "header"
                     and str(setting.get("key", "")).lower() == "authorization"
