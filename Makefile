@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint world-up world-down test unit demo bench chaos schema clean
+.PHONY: help deps venv lint world-up world-down test unit demo bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## the Python virtualenv with runtime and test dependencies
 
 lint: venv ## ruff and mypy
-	$(PY) -m ruff check bridge sinks tests
+	$(PY) -m ruff check bridge sinks tests bench
 	$(PY) -m mypy
 
 world-up: deps venv ## build (first time) and start kube-apiserver+etcd, Kafka, NATS on loopback
@@ -33,6 +33,10 @@ world-down: ## stop the test world and delete its data
 
 demo: deps venv ## the bridge live: local control plane, sample CRDs, CloudEvents on the terminal
 	$(PY) -m tests.demo
+
+bench: deps venv ## benchmarks in a separate test world (not part of `make test`)
+	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m bench $(BENCH_ARGS); rc=$$?; \
+	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m tests.env down; exit $$rc
 
 unit: venv ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 
 def crd_manifest(
@@ -44,14 +44,14 @@ def create_crd(api: k8s.ApiClient, manifest: dict[str, Any], timeout: float = 30
     ext = k8s.ApiextensionsV1Api(api)
     name = manifest["metadata"]["name"]
     try:
-        ext.create_custom_resource_definition(manifest)
+        ext.create_custom_resource_definition(cast(Any, manifest))
     except ApiException as exc:
         if exc.status != 409:
             raise
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         crd = ext.read_custom_resource_definition(name)
-        conditions = crd.status.conditions or []
+        conditions = (crd.status.conditions if crd.status else None) or []
         if any(c.type == "Established" and c.status == "True" for c in conditions):
             return
         time.sleep(0.1)
@@ -79,7 +79,8 @@ def delete_crd(api: k8s.ApiClient, name: str, timeout: float = 60.0) -> None:
 
 def ensure_namespace(api: k8s.ApiClient, name: str) -> None:
     try:
-        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": name}})
+        k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace(
+            metadata=k8s.V1ObjectMeta(name=name)))
     except ApiException as exc:
         if exc.status != 409:
             raise

@@ -1,0 +1,127 @@
+"""``make bench``: every benchmark in one run, a table, and bench/results/<time>.json.
+
+    python -m bench [--quick] [--only pipeline,memory,live,scale] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import live, memory, pipeline, scale
+from tests.env.world import World
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+TARGETS = {  # DESIGN section 5
+    "ours/null": 100_000, "ours/kafka": 30_000, "ours/nats": 20_000,
+}
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    with open("/proc/meminfo") as info:
+        mem = int(info.readline().split()[1]) // 2**20
+    return f"{platform.system()} {platform.machine()}, {cpus} cores, {mem} GiB, " \
+           f"Python {platform.python_version()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--only", default="pipeline,memory,live,scale")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile ours/null with pyinstrument")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    quick = args.quick
+    endpoints = World().up()
+    report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "machine": machine()}
+    rows: list[tuple[str, str, str, str]] = []
+    if "pipeline" in only:
+        print("pipeline throughput (replayed watch stream -> CloudEvents -> sink):")
+        results = pipeline.run(20_000 if quick else 200_000, 2_000 if quick else 10_000,
+                               endpoints.kafka_bootstrap_servers, endpoints.nats_url)
+        report["pipeline"] = [{**r.__dict__, "rate": r.rate, "cpu_per_1000": r.cpu_per_1000}
+                              for r in results]
+        by_name = {r.name: r for r in results}
+        for kind in ("null", "kafka", "nats"):
+            mine, base = by_name[f"ours/{kind}"], by_name[f"naive/{kind}"]
+            goal = TARGETS[f"ours/{kind}"]
+            ratio = mine.rate / base.rate
+            rows.append((f"{kind}: events/s (CPU s per 1k)",
+                         f"{mine.rate:,.0f} ({mine.cpu_per_1000:.3f})",
+                         f">= {goal:,} / >= 20x naive",
+                         f"{'met' if mine.rate >= goal else 'NOT met'}; "
+                         f"naive {base.rate:,.0f} ({base.cpu_per_1000:.3f}) -> {ratio:.1f}x "
+                         f"{'met' if ratio >= 20 else 'NOT met'}"))
+        if args.profile:
+            from pyinstrument import Profiler
+
+            profiler = Profiler()
+            with pipeline.ReplayServer(100_000) as server:
+                profiler.start()
+                asyncio.run(pipeline.ours(server, "null", endpoints.kafka_bootstrap_servers,
+                                          endpoints.nats_url))
+                profiler.stop()
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "profile.txt").write_text(profiler.output_text(show_all=False))
+            print(f"  profile written to {RESULTS / 'profile.txt'}")
+    if "memory" in only:
+        print("memory:")
+        mem = []
+        for count in ((10_000,) if quick else (10_000, 100_000)):
+            inv = memory.measure("inventory", count)
+            rss = memory.measure("rss", count)
+            mem.append({**inv, **rss})
+            print(f"  {count:,} objects: {mem[-1]}", flush=True)
+            rows.append((f"memory at {count:,} objects",
+                         f"{inv['inventory_bytes_per_object']:.0f} B/object inventory, "
+                         f"RSS {rss['rss_mb']:.0f} MiB", "<= 300 B/object",
+                         "met" if inv["inventory_bytes_per_object"] <= 300 else "NOT met"))
+        report["memory"] = mem
+    if "live" in only:
+        print("live (API server writes -> sink ack):")
+        results_live = asyncio.run(live.run(endpoints.kubeconfig,
+                                            seconds=5 if quick else 15))
+        report["live"] = results_live
+        for r in results_live:
+            label = f"{r['target_rate']:.0f}/s" if r["target_rate"] else "max"
+            target = "< 100 ms at 500/s" if r["target_rate"] == 500 else ""
+            verdict = ("met" if r["p99_ms"] < 100 else "NOT met") if target else ""
+            rows.append((f"live {label}: p50 / p99 latency",
+                         f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} ms at {r['write_rate']:.0f} "
+                         f"writes/s, undelivered {r['undelivered']:.0f}", target, verdict))
+    if "scale" in only:
+        print("scale:")
+        kinds, per = (50, 20) if quick else (500, 20)
+        result = asyncio.run(scale.run(endpoints.kubeconfig, kinds, per))
+        report["scale"] = result
+        rows.append((f"{kinds} kinds x {per} objects: start -> synced",
+                     f"{result['seconds_to_synced']:.1f} s, {result['api_requests']:.0f} "
+                     f"API requests, {result['open_sockets']} sockets, idle CPU "
+                     f"{100 * result['idle_cpu_fraction']:.2f}%",
+                     "<= 60 s; idle < 1%",
+                     "met" if result["seconds_to_synced"] <= 60 and
+                     result["idle_cpu_fraction"] < 0.01 else "NOT met"))
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=2, default=str))
+    width = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
+    print(f"\nkube-event-bridge benchmarks, {report['date']}, {report['machine']}")
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:3], width, strict=True)) + "  " +
+              row[3])
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
