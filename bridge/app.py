@@ -83,7 +83,7 @@ class Bridge:
             return False, f"initial sync: {synced}/{total} kinds, {listed} objects listed"
         if not self.delivery.sinks_up:
             down = [w.name for w in self.delivery.workers
-                    if w.failing_since is not None or not w.sink.healthy]
+                    if w.failing_since is not None or w.stalled or not w.sink.healthy]
             return False, f"sinks down: {', '.join(down)}"
         return True, "ready"
 

@@ -76,7 +76,8 @@ class Delivery:
 
     @property
     def sinks_up(self) -> bool:
-        return all(w.failing_since is None and w.sink.healthy for w in self.workers)
+        return all(w.failing_since is None and not w.stalled and w.sink.healthy
+                   for w in self.workers)
 
     async def drain(self) -> bool:
         """Wait until everything dispatched is acknowledged (used at shutdown)."""

@@ -32,6 +32,7 @@ class SinkWorker:
         self._on_acked = on_acked
         self._retry = (retry_initial, retry_max)
         self.failing_since: float | None = None
+        self.sending_since: float | None = None
 
     async def run(self) -> None:
         batch_size = self.sink.settings.batch_size
@@ -67,8 +68,14 @@ class SinkWorker:
                        f"{delay:.1f}s")
             await asyncio.sleep(delay)
 
+    @property
+    def stalled(self) -> bool:
+        """A send has been waiting for acknowledgements for over 5 s (broker unreachable
+        but the client still retrying inside its own timeout)."""
+        return self.sending_since is not None and time.monotonic() - self.sending_since > 5
+
     async def _send(self, events: list[Event]) -> list[SinkError | None]:
-        started = time.monotonic()
+        started = self.sending_since = time.monotonic()
         try:
             results = await self.sink.send(events)
         except SinkError as exc:
@@ -76,6 +83,8 @@ class SinkWorker:
         except Exception as exc:  # a sink bug must not kill delivery: retry, loudly
             log.exception("sink %s raised unexpectedly", self.name)
             results = [SinkError(repr(exc))] * len(events)
+        finally:
+            self.sending_since = None
         metrics.publish_latency.labels(sink=self.name).observe(time.monotonic() - started)
         return results
 

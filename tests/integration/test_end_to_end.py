@@ -11,68 +11,21 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.auditor import Report, audit
-from tests.daemon import BridgeProcess, bridge
+from tests.daemon import bridge
 from tests.env.world import Endpoints
-from tests.readback import Received, kafka_all, kafka_topics, nats_all
+from tests.readback import kafka_all, kafka_topics
+from tests.rig import Rig
 from tests.workload import Workload
 
 pytestmark = pytest.mark.world
 
 
-class Setup:
-    def __init__(self, endpoints: Endpoints, kube: k8s.ApiClient, tmp: Path) -> None:
-        self.endpoints = endpoints
-        self.work = Workload(kube)
-        self.work.setup()
-        run = uuid.uuid4().hex[:8]
-        self.topic_prefix = f"e2e{run}"
-        self.stream = f"E2E{run.upper()}"
-        self.process = bridge(
-            tmp,
-            cluster="e2e",
-            kubeconfig=str(endpoints.kubeconfig),
-            watch={"include": [self.work.include]},
-            sinks=[
-                {"name": "bus", "type": "kafka",
-                 "bootstrap_servers": endpoints.kafka_bootstrap_servers,
-                 "topic": self.topic_prefix + ".{group}.{plural}"},
-                {"name": "js", "type": "nats", "url": endpoints.nats_url,
-                 "stream": self.stream, "create_stream": True,
-                 "subject": f"e2e{run}" + ".{group}.{plural}.{namespace}.{name}"},
-            ],
-            shutdown_grace=30,
-        )
-
-    async def kafka(self) -> list[Received]:
-        topics = await kafka_topics(self.endpoints.kafka_bootstrap_servers, self.topic_prefix)
-        return await kafka_all(self.endpoints.kafka_bootstrap_servers, topics)
-
-    async def nats(self) -> list[Received]:
-        return await nats_all(self.endpoints.nats_url, self.stream)
-
-    async def reports(self) -> tuple[Report, Report]:
-        return (audit(self.work.truth, await self.kafka()),
-                audit(self.work.truth, await self.nats()))
-
-    async def settle(self, process: BridgeProcess, timeout: float = 60) -> tuple[Report,
-                                                                                 Report]:
-        """Wait until both sinks hold every change (or time out) and return the audits."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            kafka, nats = await self.reports()
-            if (not kafka.lost and not nats.lost) or \
-                    asyncio.get_running_loop().time() > deadline:
-                return kafka, nats
-            await asyncio.sleep(0.5)
-
-
 @pytest.fixture
-def setup(endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) -> Setup:
-    return Setup(endpoints, kube, tmp_path)
+def setup(endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) -> Rig:
+    return Rig(endpoints, kube, tmp_path)
 
 
-async def test_sigterm_restart_loses_and_repeats_nothing(setup: Setup) -> None:
+async def test_sigterm_restart_loses_and_repeats_nothing(setup: Rig) -> None:
     process = setup.process
     process.start()
     await asyncio.to_thread(process.wait_ready)
@@ -82,14 +35,14 @@ async def test_sigterm_restart_loses_and_repeats_nothing(setup: Setup) -> None:
     process.start()
     await asyncio.to_thread(process.wait_ready)
     await setup.work.run(60)
-    kafka, nats = await setup.settle(process)
+    kafka, nats, _ = await setup.settle()
     assert await asyncio.to_thread(process.sigterm) == 0
     for report in (kafka, nats):
         assert report.ok, report.line()
         assert report.duplicates == 0, report.line()
 
 
-async def test_sigkill_at_random_moments_loses_nothing(setup: Setup) -> None:
+async def test_sigkill_at_random_moments_loses_nothing(setup: Rig) -> None:
     process = setup.process
     rng = random.Random(11)
     process.start()
@@ -104,7 +57,7 @@ async def test_sigkill_at_random_moments_loses_nothing(setup: Setup) -> None:
         process.start()
         await asyncio.to_thread(process.wait_ready)
     await setup.work.run(30)
-    kafka, nats = await setup.settle(process)
+    kafka, nats, _ = await setup.settle()
     assert await asyncio.to_thread(process.sigterm) == 0
     print(f"\nSIGKILL x{kills}: kafka {kafka.line()}\n              nats  {nats.line()}")
     for report in (kafka, nats):
