@@ -101,6 +101,14 @@ class Workload:
             if exc.status not in (404, 409):
                 raise
 
+    def probe(self) -> str:
+        """Create one more object now; returns the event id it must produce."""
+        name = f"probe{self.counter}"
+        self.counter += 1
+        self._create(0, name)
+        uid = self.live[(0, name)]
+        return f"{uid}/{self.truth.states[uid][-1]}"
+
     async def run(self, changes: int, objects_per_kind: int = 10, pause: float = 0.0) -> None:
         for _ in range(changes):
             await asyncio.to_thread(self.step, objects_per_kind)

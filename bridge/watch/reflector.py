@@ -34,6 +34,7 @@ from bridge.watch.tracker import StreamTracker
 log = logging.getLogger(__name__)
 
 INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+RESUME_ACCEPTED = 1.0  # seconds a resumed watch must stay open without a 410
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,6 @@ class Reflector:
                     await self._resync(first)
                     first = False
                 else:
-                    self._synced()
                     await self._watch(self.position)
                 self._restart("timeout")
             except _Gone:
@@ -148,6 +148,8 @@ class Reflector:
     async def _sleep(self, exc: Exception) -> None:
         delay = self._backoff.next_delay()
         busy = isinstance(exc, ApiError) and exc.status in (429, 503)  # server says "later"
+        if busy:  # e.g. "storage is (re)initializing" after an API server restart: soon
+            delay = min(delay, 1.0)
         log.log(logging.INFO if busy else logging.WARNING, "%s: %s; retrying in %.1fs",
                 self.key, exc, delay)
         await asyncio.sleep(delay)
@@ -277,13 +279,21 @@ class Reflector:
         log.debug("%s: watching from resourceVersion %s", self.key, rv)
         async with self.transport.stream(self._path, params, self.options.read_timeout) as lines:
             self._backoff.reset()
-            await self._pump(lines)
+            # resumed: in sync once the server accepted the resourceVersion, i.e. the first
+            # event is not a 410, or a second passed without one
+            accepted = asyncio.get_running_loop().call_later(RESUME_ACCEPTED, self._synced)
+            try:
+                await self._pump(lines)
+            finally:
+                accepted.cancel()
 
     async def _pump(self, lines: AsyncIterator[bytes]) -> None:
         """Apply watch events until the server ends the stream, advancing the position."""
         async for line in lines:
             event = orjson.loads(line)
             kind, obj = event.get("type"), event.get("object") or {}
+            if kind != "ERROR":
+                self._synced()
             if kind == "BOOKMARK":
                 rv = (obj.get("metadata") or {}).get("resourceVersion")
                 if rv:
