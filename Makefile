@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv lint world-up world-down test unit demo bench clean
+.PHONY: help deps venv lint world-up world-down test unit demo bench chaos clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +37,11 @@ demo: deps venv ## the bridge live: local control plane, sample CRDs, CloudEvent
 bench: deps venv ## benchmarks in a separate test world (not part of `make test`)
 	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m bench $(BENCH_ARGS); rc=$$?; \
 	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m tests.env down; exit $$rc
+
+chaos: deps venv ## the full chaos suite (thousands of changes, 20 kills, 60 s outages)
+	$(PY) -m tests.env up >/dev/null
+	@set +e; CHAOS=full $(PY) -m pytest tests/integration/test_chaos.py -s -p no:cacheprovider; \
+	rc=$$?; $(PY) -m tests.env down; exit $$rc
 
 unit: venv ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
