@@ -132,13 +132,18 @@ def naive(server: ReplayServer, kind: str, kafka: str, nats_url: str, limit: int
 
     api = client.CustomObjectsApi(config.new_client_from_config(str(server.kubeconfig)))
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     send: Callable[[Any], Awaitable[Any]] | None = None
     closers: list[Callable[[], Awaitable[Any]]] = []
     if kind == "kafka":
         from aiokafka import AIOKafkaProducer
 
-        producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True)
-        loop.run_until_complete(producer.start())
+        async def make_producer() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=True)
+            await producer.start()
+            return producer
+
+        producer = loop.run_until_complete(make_producer())
         topic = f"naive{uuid.uuid4().hex[:8]}"
 
         async def send_kafka(event: Any) -> Any:

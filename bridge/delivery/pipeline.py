@@ -36,6 +36,7 @@ class Delivery:
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        metrics.in_flight.set_function(lambda: len(self._remaining))
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(w.run(), name=f"sink {w.name}")
@@ -54,7 +55,6 @@ class Delivery:
             return
         self._remaining[event] = len(targets)
         self._idle.clear()
-        metrics.in_flight.set(len(self._remaining))
         for worker in targets:
             worker.queue.put_nowait((event, dead_letter_reason))
 
@@ -64,7 +64,6 @@ class Delivery:
             self._remaining[event] = left
             return
         del self._remaining[event]
-        metrics.in_flight.set(len(self._remaining))
         metrics.lag.observe(max(0.0, time.time() - event.delta.observed_at))
         self.source.ack(event.delta)
         if not self._remaining:

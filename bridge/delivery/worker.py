@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from bridge import metrics
 from bridge.events.event import Event
@@ -33,6 +34,7 @@ class SinkWorker:
         self._retry = (retry_initial, retry_max)
         self.failing_since: float | None = None
         self.sending_since: float | None = None
+        self._published: dict[tuple[str, str], Any] = {}  # label children, cached
 
     async def run(self) -> None:
         batch_size = self.sink.settings.batch_size
@@ -109,8 +111,12 @@ class SinkWorker:
         self._acked(event)
 
     def _acked(self, event: Event) -> None:
-        metrics.events_published.labels(sink=self.name, kind=event.attributes["kind"],
-                                         type=event.delta.type.value).inc()
+        key = (event.attributes["kind"], event.delta.type.value)
+        counter = self._published.get(key)
+        if counter is None:
+            counter = self._published[key] = metrics.events_published.labels(
+                sink=self.name, kind=key[0], type=key[1])
+        counter.inc()
         self._on_acked(event)
 
     def _up(self) -> None:

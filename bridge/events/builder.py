@@ -28,9 +28,15 @@ class EventOptions:
     redactor: Redactor = field(default_factory=Redactor)
 
 
+_SECOND: list[object] = [None, ""]  # (whole second, its "YYYY-MM-DDTHH:MM:SS" text)
+
+
 def _rfc3339(epoch: float) -> str:
-    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z")
+    second = int(epoch)
+    if _SECOND[0] != second:
+        _SECOND[0] = second
+        _SECOND[1] = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_SECOND[1]}.{int((epoch - second) * 1000):03d}Z"
 
 
 class EventBuilder:

@@ -96,6 +96,7 @@ class Reflector:
         self._path = resource.collection_path(namespace)
         self._watch_list = options.watch_list
         self._labels = {"group": resource.group or "core", "kind": resource.kind}
+        self._observed: dict[tuple[DeltaType, bool], Any] = {}  # label children, cached
         self.drain_on_404 = False  # CRD-backed: 404 means its objects are gone
         self.objects_listed = 0
         self._backoff = Backoff()
@@ -341,8 +342,11 @@ class Reflector:
         if not deliver:
             self.tracker.ack(seq)
             return
-        metrics.events_observed.labels(**self._labels, type=kind.value,
-                                       synthetic=str(synthetic).lower()).inc()
+        counter = self._observed.get((kind, synthetic))
+        if counter is None:
+            counter = self._observed[(kind, synthetic)] = metrics.events_observed.labels(
+                **self._labels, type=kind.value, synthetic=str(synthetic).lower())
+        counter.inc()
         self._outlet.push(Delta(kind, self.resource, obj, uid, rv, synthetic, self.key, seq,
                                 time.time()))
 
