@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import live, memory, pipeline, scale
+from bench import floor, live, memory, pipeline, scale
 from tests.env.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,6 +62,14 @@ def main() -> int:
                          f"{'met' if mine.rate >= goal else 'NOT met'}; "
                          f"naive {base.rate:,.0f} ({base.cpu_per_1000:.3f}) -> {ratio:.1f}x "
                          f"{'met' if ratio >= 20 else 'NOT met'}"))
+        floors = {"kafka": asyncio.run(floor.kafka(endpoints.kafka_bootstrap_servers, 50_000)),
+                  "nats": asyncio.run(floor.nats(endpoints.nats_url, 50_000))}
+        report["client_floor"] = floors
+        for kind, rate in floors.items():
+            mine = by_name[f"ours/{kind}"]
+            rows.append((f"{kind} client alone (floor)", f"{rate:,.0f} events/s", "",
+                         f"ours reaches {100 * mine.rate / rate:.0f}% of it"))
+            print(f"  {kind} client alone: {rate:,.0f} messages/s", flush=True)
         if args.profile:
             from pyinstrument import Profiler
 

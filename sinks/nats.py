@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import quote
@@ -62,12 +63,17 @@ class NatsSettings(SinkSettings):
         return value
 
 
+_SAFE = " !#$&'()*+,/:;=?@[]~"
+_PLAIN = re.compile(r"[A-Za-z0-9 !#$&'()*+,/:;=?@\[\]~._-]*")
+
+
 def binary_headers(event: Event) -> dict[str, str]:
     headers = {"Nats-Msg-Id": event.id,
                "content-type": event.attributes["datacontenttype"]}
     for key, value in event.attributes.items():
         if key != "datacontenttype":
-            headers[f"ce-{key}"] = quote(value, safe=" !#$&'()*+,/:;=?@[]~")
+            # percent-encode only what needs it (most values are plain ASCII)
+            headers[f"ce-{key}"] = value if _PLAIN.fullmatch(value) else quote(value, _SAFE)
     return headers
 
 
@@ -148,7 +154,7 @@ class NatsSink:
             except (NatsError, OSError) as exc:
                 futures.append(exc)
         results: list[SinkError | None] = []
-        for outcome in await asyncio.gather(*(_acked(f, timeout) for f in futures)):
+        for outcome in await _settle(futures, timeout):
             if outcome is None:
                 results.append(None)
             else:
@@ -179,13 +185,18 @@ class NatsSink:
         return self._ok and self._nc is not None and self._nc.is_connected
 
 
-async def _acked(future: Any, timeout: float) -> BaseException | None:
-    if isinstance(future, BaseException):
-        return future
-    try:
-        await asyncio.wait_for(future, timeout)
-    except asyncio.CancelledError:
-        raise
-    except BaseException as exc:  # NATS API errors, time-outs, disconnects
-        return exc
-    return None
+async def _settle(futures: list[Any], timeout: float) -> list[BaseException | None]:
+    """Every PubAck awaited under one time-out (an unanswered publish counts as failed)."""
+    pending = [f for f in futures if not isinstance(f, BaseException)]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
+    outcomes: list[BaseException | None] = []
+    for future in futures:
+        if isinstance(future, BaseException):
+            outcomes.append(future)
+        elif not future.done():
+            future.cancel()
+            outcomes.append(TimeoutError(f"no PubAck within {timeout}s"))
+        else:
+            outcomes.append(future.exception())
+    return outcomes
