@@ -22,7 +22,7 @@ import orjson
 
 from bridge import metrics
 from bridge.errors import ApiError, TransportError
-from bridge.kube.transport import Transport
+from bridge.kube.transport import Transport, get_object
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +52,7 @@ class LeaderElector:
         self._lease: dict[str, Any] | None = None
 
     async def _get(self) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = orjson.loads(
-                await self.transport.request("GET", f"{self.path}/{self.name}"))
-        except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return found
+        return await get_object(self.transport, f"{self.path}/{self.name}")
 
     def _spec(self, transitions: int, acquire: str | None) -> dict[str, Any]:
         now = _now()

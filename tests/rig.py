@@ -11,11 +11,22 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from tests.auditor import Report, audit
+from tests.auditor import Report, Truth, audit
 from tests.daemon import BridgeProcess, bridge
 from tests.env.world import Endpoints
 from tests.readback import Received, kafka_all, kafka_topics, nats_all
 from tests.workload import Workload
+
+
+async def kafka_report(bootstrap: str, prefix: str, truth: Truth,
+                       timeout: float = 30) -> Report:
+    """Audit the topics under ``prefix`` until nothing owed is missing (or time is up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = audit(truth, await kafka_all(bootstrap, await kafka_topics(bootstrap, prefix)))
+        if not report.lost or time.monotonic() > deadline:
+            return report
+        await asyncio.sleep(0.5)
 
 
 class Rig:

@@ -17,7 +17,7 @@ from bridge.checkpoint.chunks import Manifest, digest, join, split
 from bridge.checkpoint.codec import CheckpointError
 from bridge.errors import ApiError
 from bridge.kube.auth import own_namespace
-from bridge.kube.transport import Transport
+from bridge.kube.transport import Transport, get_object
 from bridge.watch.selection import CHECKPOINT_LABEL as LABEL
 
 CHUNK = 700 * 1024  # base64 grows it by a third: stays under 1 MiB per object
@@ -32,14 +32,7 @@ class ConfigMapStore:
         self._current: Manifest | None = None
 
     async def _get(self, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = orjson.loads(
-                await self.transport.request("GET", f"{self._base}/{name}"))
-        except ApiError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return found
+        return await get_object(self.transport, f"{self._base}/{name}")
 
     async def load(self) -> bytes:
         manifest_cm = await self._get(self.name)

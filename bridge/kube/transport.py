@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -47,6 +47,17 @@ def api_error(status: int, body: bytes, path: str) -> ApiError:
     except (orjson.JSONDecodeError, AttributeError):
         reason, message = "", body[:200].decode(errors="replace")
     return ApiError(status, reason or "Error", message, path)
+
+
+async def get_object(transport: Transport, path: str) -> dict[str, Any] | None:
+    """GET one object; None when it does not exist (404)."""
+    try:
+        found: dict[str, Any] = orjson.loads(await transport.request("GET", path))
+    except ApiError as exc:
+        if exc.not_found:
+            return None
+        raise
+    return found
 
 
 async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.auditor import audit
 from tests.daemon import bridge, write_config
 from tests.env.world import Endpoints
-from tests.readback import kafka_all, kafka_topics
+from tests.rig import kafka_report
 from tests.tcpproxy import TcpProxy
 from tests.workload import Workload
 
@@ -81,15 +80,8 @@ async def test_unreachable_broker_at_start_waits_and_recovers(
     # the broker "comes back": a proxy to the real one appears on the configured address
     async with TcpProxy("127.0.0.1", kafka_port, listen_port=proxy_port):
         await asyncio.to_thread(process.wait_ready, 90)
-        report = None
-        for _ in range(60):
-            topics = await kafka_topics(endpoints.kafka_bootstrap_servers, prefix)
-            report = audit(work.truth, await kafka_all(endpoints.kafka_bootstrap_servers,
-                                                       topics))
-            if not report.lost:
-                break
-            await asyncio.sleep(0.5)
-        assert report is not None and report.ok, report.line()
+        report = await kafka_report(endpoints.kafka_bootstrap_servers, prefix, work.truth)
+        assert report.ok, report.line()
         assert await asyncio.to_thread(process.sigterm) == 0
 
 
@@ -162,17 +154,11 @@ async def test_standby_takes_over_when_the_leader_dies(
         await asyncio.sleep(0.2)
     takeover = time.monotonic() - killed_at
     await work.run(20)
-    report = None
-    for _ in range(60):
-        topics = await kafka_topics(endpoints.kafka_bootstrap_servers, prefix)
-        report = audit(work.truth, await kafka_all(endpoints.kafka_bootstrap_servers, topics))
-        if not report.lost:
-            break
-        await asyncio.sleep(0.5)
+    report = await kafka_report(endpoints.kafka_bootstrap_servers, prefix, work.truth)
     assert await asyncio.to_thread(second.sigterm) == 0
-    print(f"\nleader killed; standby leading after {takeover:.1f}s; {report and report.line()}")
+    print(f"\nleader killed; standby leading after {takeover:.1f}s; {report.line()}")
     assert takeover < 4 + 3, "a standby must take over within the lease duration"
-    assert report is not None and report.ok, report.line()
+    assert report.ok, report.line()
     assert report.duplicate_ids_match
 
 

@@ -14,11 +14,10 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from tests.auditor import audit
 from tests.daemon import bridge
 from tests.env import builds
 from tests.env.world import Endpoints, World
-from tests.readback import kafka_all, kafka_topics
+from tests.rig import kafka_report
 from tests.workload import Workload
 
 pytestmark = pytest.mark.world
@@ -88,15 +87,9 @@ async def test_bridge_runs_with_the_deployed_service_account_only(
     await work.run(20)
     process.start()
     await asyncio.to_thread(process.wait_ready, 60)
-    report = None
-    for _ in range(60):
-        topics = await kafka_topics(endpoints.kafka_bootstrap_servers, prefix)
-        report = audit(work.truth, await kafka_all(endpoints.kafka_bootstrap_servers, topics))
-        if not report.lost:
-            break
-        await asyncio.sleep(0.5)
+    report = await kafka_report(endpoints.kafka_bootstrap_servers, prefix, work.truth)
     assert await asyncio.to_thread(process.sigterm) == 0
-    assert report is not None and report.ok and report.duplicates == 0, report.line()
+    assert report.ok and report.duplicates == 0, report.line()
     assert "forbidden" not in process.log.read_text().lower()
 
     # ... and it can write nothing but its Lease and its ConfigMaps
