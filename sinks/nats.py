@@ -149,8 +149,10 @@ class NatsSink:
         for event in events:
             payload, headers = self._message(event)
             try:
+                # no wait_stall: it wraps every publish in a task; max_pending bounds the
+                # outstanding acks and _settle time-boxes them all at once
                 futures.append(await self._js.publish_async(
-                    self.subject.render(event), payload, wait_stall=timeout, headers=headers))
+                    self.subject.render(event), payload, headers=headers))
             except (NatsError, OSError) as exc:
                 futures.append(exc)
         results: list[SinkError | None] = []
