@@ -58,7 +58,7 @@ def event_builder(config: Config) -> EventBuilder:
     redactor = Redactor(tuple(RedactionRule(r.kind, tuple(r.paths)) for r in e.redact),
                         e.allow_secret_data)
     return EventBuilder(EventOptions(cluster=config.cluster, type_prefix=e.type_prefix,
-                                     partition_key=e.partition_key,
+                                     partition_key=e.partition_key, previous=e.previous,
                                      strip_managed_fields=e.strip_managed_fields,
                                      redactor=redactor))
 

@@ -96,6 +96,10 @@ class EventSettings(Strict):
     type_prefix: str = Field("io.k8s.resource",
                              description="CloudEvents type = <prefix>.added|updated|deleted")
     partition_key: Literal["uid", "namespace/name"] = "uid"
+    previous: Literal["none", "state", "patch"] = Field(
+        "none", description='updates also carry the previous state or an RFC 6902 patch; '
+        'data becomes {"object": ..., "previous"|"patch": ...} (costs memory: the last '
+        "state of every object is kept)")
     strip_managed_fields: bool = True
     redact: list[RedactionSettings] = Field(default_factory=list)
     allow_secret_data: bool = Field(False, description="Secret data/stringData are removed "

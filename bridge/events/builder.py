@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonpatch
 import orjson
 
 from bridge.events.event import Event
@@ -21,7 +22,13 @@ DEFAULT_TYPE_PREFIX = "io.k8s.resource"
 
 @dataclass(frozen=True)
 class EventOptions:
+    """``previous``: for updates, also carry the previous state (``state``) or an RFC 6902
+    patch from it (``patch``); ``data`` then becomes ``{"object": ..., "previous": ...}`` or
+    ``{"object": ..., "patch": [...]}``. The previous state is what this process last
+    delivered (kept in memory, so the first update after a start has none)."""
+
     cluster: str = "local"
+    previous: str = "none"  # none | state | patch
     type_prefix: str = DEFAULT_TYPE_PREFIX
     partition_key: str = "uid"  # or "namespace/name"
     strip_managed_fields: bool = True
@@ -43,6 +50,7 @@ class EventBuilder:
     def __init__(self, options: EventOptions | None = None) -> None:
         self.options = options or EventOptions()
         self._sources: dict[tuple[str, str, str, str], str] = {}
+        self._last: dict[str, dict[str, Any]] = {}  # uid -> last payload (previous != none)
 
     def source(self, group: str, version: str, plural: str, namespace: str) -> str:
         key = (group, version, plural, namespace)
@@ -90,11 +98,27 @@ class EventBuilder:
         }
         return Event(attributes, self._data(delta), delta)
 
-    def _data(self, delta: Delta) -> bytes:
+    def _payload(self, delta: Delta) -> dict[str, Any]:
         obj = delta.obj
         meta = obj.get("metadata")
         if self.options.strip_managed_fields and isinstance(meta, dict) and (
                 "managedFields" in meta):
             obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
-        obj = self.options.redactor.apply(delta.resource.group, delta.resource.kind, obj)
-        return orjson.dumps(obj)
+        return self.options.redactor.apply(delta.resource.group, delta.resource.kind, obj)
+
+    def _data(self, delta: Delta) -> bytes:
+        obj = self._payload(delta)
+        mode = self.options.previous
+        if mode == "none":
+            return orjson.dumps(obj)
+        if delta.type is DeltaType.DELETED:
+            self._last.pop(delta.uid, None)
+            return orjson.dumps({"object": obj})
+        before = self._last.get(delta.uid)
+        self._last[delta.uid] = obj
+        if delta.type is DeltaType.ADDED or before is None:
+            return orjson.dumps({"object": obj})
+        if mode == "state":
+            return orjson.dumps({"object": obj, "previous": before})
+        return orjson.dumps({"object": obj,
+                             "patch": jsonpatch.make_patch(before, obj).patch})

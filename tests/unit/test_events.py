@@ -88,3 +88,19 @@ def test_structured_mode_and_sdk_view() -> None:
 def test_bad_pointer_is_rejected() -> None:
     with pytest.raises(ValueError):
         Redactor((RedactionRule("*", ("spec/x",)),)).apply("g", "K", {"spec": {}})
+
+
+def test_previous_state_and_patch_options() -> None:
+    for mode in ("state", "patch"):
+        builder = EventBuilder(EventOptions(previous=mode))
+        first = orjson.loads(builder.build(delta(DeltaType.ADDED, spec={"n": 1})).data or b"")
+        assert set(first) == {"object"} and first["object"]["spec"] == {"n": 1}
+        second = orjson.loads(builder.build(delta(DeltaType.UPDATED, spec={"n": 2})).data
+                              or b"")
+        assert second["object"]["spec"] == {"n": 2}
+        if mode == "state":
+            assert second["previous"]["spec"] == {"n": 1}
+        else:
+            assert second["patch"] == [{"op": "replace", "path": "/spec/n", "value": 2}]
+        gone = orjson.loads(builder.build(delta(DeltaType.DELETED, spec={"n": 2})).data or b"")
+        assert set(gone) == {"object"}
