@@ -8,8 +8,10 @@ import json
 import pytest
 from kubernetes import client as k8s
 
+from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions
 from bridge.watch.reflector import WatchOptions
+from bridge.watch.selection import Selection
 from tests.env.world import Endpoints, World, write_kubeconfig
 from tests.integration.harness import Cluster, EngineRun, persisted, rv
 from tests.kubetools import delete_crd, ensure_namespace
@@ -275,3 +277,35 @@ async def test_watch_cut_and_apiserver_restart_lose_nothing(
             await caught_up(run)
             for name, rvs in expected.items():
                 assert [d.resource_version for d in run.of(name)] == rvs, name
+
+
+async def test_namespace_label_and_event_type_filters(endpoints: Endpoints,
+                                                      cluster: Cluster) -> None:
+    group = cluster.group("filters")
+    await cluster.crd(group, "knobs", "Knob")
+    await cluster.crd(group, "globals", "Global", scope="Cluster")
+    options = EngineOptions(watch=WatchOptions(
+        label_selector="team=blue", event_types=frozenset({DeltaType.ADDED,
+                                                           DeltaType.DELETED})))
+    selection = Selection(include=cluster.selection().include, namespaces=("keb-a",))
+    async with EngineRun(endpoints.kubeconfig, selection, options=options) as run:
+        await run.synced()
+        # one stream per namespace for namespaced kinds; cluster-scoped kinds stay one stream
+        assert sorted(run.engine.stream_keys()) == [f"globals.{group}",
+                                                    f"knobs.{group}@keb-a"]
+        for ns in ("keb-a", "keb-b"):
+            body = {"apiVersion": f"{group}/v1", "kind": "Knob",
+                    "metadata": {"name": f"k-{ns}", "labels": {"team": "blue"}}}
+            await asyncio.to_thread(cluster.objs.create_namespaced_custom_object, group, "v1",
+                                    ns, "knobs", body)
+        red = {"apiVersion": f"{group}/v1", "kind": "Knob",
+               "metadata": {"name": "red", "labels": {"team": "red"}}}
+        await asyncio.to_thread(cluster.objs.create_namespaced_custom_object, group, "v1",
+                                "keb-a", "knobs", red)
+        await cluster.patch(group, "knobs", "k-keb-a", "keb-a", size=2)  # updates filtered out
+        await cluster.delete(group, "knobs", "k-keb-a", "keb-a")
+        await run.wait_for(lambda ds: any(d.type is DeltaType.DELETED for d in ds),
+                           what="the deletion")
+        await run.quiet(0.5)
+        assert [(d.type.value, d.name) for d in run.deltas] == [
+            ("added", "k-keb-a"), ("deleted", "k-keb-a")]
