@@ -1,10 +1,12 @@
-"""Live: writes to the real API server at steady rates; end-to-end latency from the write's
-acknowledgement to the sink's acknowledgement, and the highest rate kept up with."""
+"""Live: writes to the real API server at steady rates from a separate process
+(``bench.livewriter``); end-to-end latency from the write's acknowledgement to the sink's
+acknowledgement (wall clock, same machine), and the highest rate kept up with."""
 
 from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,7 +33,7 @@ class RecordingSink(NullSink):
         self.acked: dict[str, float] = {}
 
     async def send(self, events: Sequence[Event]) -> list[SinkError | None]:
-        now = time.monotonic()
+        now = time.time()
         for event in events:
             self.acked[event.id] = now
         return await super().send(events)
@@ -49,7 +51,6 @@ async def run(kubeconfig: Path, rates: tuple[int | None, ...] = (100, 500, None)
     ensure_namespace(api, "bench")
     await asyncio.to_thread(create_crd, api, crd_manifest(group, "pings", "Ping"))
     transport = HttpTransport(auth.load(str(kubeconfig)))
-    writer = HttpTransport(auth.load(str(kubeconfig)))
     engine = WatchEngine(transport, Selection(include=(f"{group}/*",)))
     sink = RecordingSink()
     delivery = Delivery(engine, EventBuilder(), [sink])
@@ -57,58 +58,30 @@ async def run(kubeconfig: Path, rates: tuple[int | None, ...] = (100, 500, None)
     await engine.start()
     await engine.wait_synced()
     path = f"/apis/{group}/v1/namespaces/bench/pings"
-    names = [f"p{i}" for i in range(200)]
-    created: set[str] = set()
     results = []
     for rate in rates:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.livewriter", str(kubeconfig), path, group,
+            str(rate or 0), str(seconds), str(concurrency), stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
         written: dict[str, float] = {}
-        errors = 0
-        stop_at = time.monotonic() + seconds
-        gate = asyncio.Semaphore(concurrency)
-        counter = 0
-
-        async def write(n: int, written: dict[str, float], gate: asyncio.Semaphore) -> None:
-            nonlocal errors
-            name = names[n % len(names)]
-            try:
-                if name in created:
-                    body = await writer.request(
-                        "PATCH", f"{path}/{name}", body=orjson.dumps({"spec": {"n": n}}),
-                        content_type="application/merge-patch+json")
-                else:
-                    created.add(name)
-                    body = await writer.request("POST", path, body=orjson.dumps({
-                        "apiVersion": f"{group}/v1", "kind": "Ping",
-                        "metadata": {"name": name}, "spec": {"n": n}}))
-                meta = orjson.loads(body)["metadata"]
-                written[f"{meta['uid']}/{meta['resourceVersion']}"] = time.monotonic()
-            except Exception:
-                errors += 1
-            finally:
-                gate.release()
-
-        started = time.monotonic()
-        tasks = []
-        while time.monotonic() < stop_at:
-            await gate.acquire()
-            tasks.append(asyncio.create_task(write(counter, written, gate)))
-            counter += 1
-            if rate is not None:
-                next_at = started + counter / rate
-                delay = next_at - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-        await asyncio.gather(*tasks)
-        elapsed = time.monotonic() - started
+        summary: dict[str, float] = {}
+        async for line in proc.stdout:
+            record = orjson.loads(line)
+            if record.get("done"):
+                summary = record
+            else:
+                written[record["id"]] = record["t"]
+        await proc.wait()
         drain_until = time.monotonic() + 30
         while time.monotonic() < drain_until and not all(i in sink.acked for i in written):
             await asyncio.sleep(0.05)
         latencies = [sink.acked[i] - t for i, t in written.items() if i in sink.acked]
-        lost = sum(1 for i in written if i not in sink.acked)
         results.append({
-            "target_rate": float(rate or 0), "write_rate": len(written) / elapsed,
-            "writes": float(len(written)), "write_errors": float(errors),
-            "undelivered": float(lost),
+            "target_rate": float(rate or 0),
+            "write_rate": len(written) / float(summary.get("elapsed", seconds)),
+            "writes": float(len(written)), "write_errors": float(summary.get("errors", 0)),
+            "undelivered": float(sum(1 for i in written if i not in sink.acked)),
             "p50_ms": 1000 * statistics.median(latencies) if latencies else -1.0,
             "p99_ms": 1000 * percentile(latencies, 0.99) if latencies else -1.0,
         })
@@ -116,5 +89,4 @@ async def run(kubeconfig: Path, rates: tuple[int | None, ...] = (100, 500, None)
     await engine.stop()
     await delivery.stop()
     await transport.close()
-    await writer.close()
     return results

@@ -1,0 +1,69 @@
+"""The live benchmark's load generator, in its own process so it does not share the
+bridge's core: writes at a steady rate (0 = as fast as the API server accepts) and prints
+one JSON line per acknowledged write: {"id": "<uid>/<resourceVersion>", "t": <wall time>}.
+
+    python -m bench.livewriter KUBECONFIG COLLECTION_PATH GROUP RATE SECONDS CONCURRENCY
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import orjson
+
+from bridge.kube import auth
+from bridge.kube.transport import HttpTransport
+
+
+async def main(kubeconfig: str, path: str, group: str, rate: float, seconds: float,
+               concurrency: int) -> None:
+    writer = HttpTransport(auth.load(kubeconfig))
+    names = [f"p{int(rate)}-{i}" for i in range(200)]  # fresh objects per phase
+    created: set[str] = set()
+    gate = asyncio.Semaphore(concurrency)
+    errors = 0
+
+    async def write(n: int) -> None:
+        nonlocal errors
+        name = names[n % len(names)]
+        try:
+            if name in created:
+                body = await writer.request(
+                    "PATCH", f"{path}/{name}", body=orjson.dumps({"spec": {"n": n}}),
+                    content_type="application/merge-patch+json")
+            else:
+                created.add(name)
+                body = await writer.request("POST", path, body=orjson.dumps({
+                    "apiVersion": f"{group}/v1", "kind": "Ping",
+                    "metadata": {"name": name}, "spec": {"n": n}}))
+            meta = orjson.loads(body)["metadata"]
+            sys.stdout.write(orjson.dumps({"id": f"{meta['uid']}/{meta['resourceVersion']}",
+                                           "t": time.time()}).decode() + "\n")
+        except Exception:
+            errors += 1
+        finally:
+            gate.release()
+
+    started = time.monotonic()
+    stop_at = started + seconds
+    tasks = []
+    count = 0
+    while time.monotonic() < stop_at:
+        await gate.acquire()
+        tasks.append(asyncio.create_task(write(count)))
+        count += 1
+        if rate > 0:
+            delay = started + count / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    await asyncio.gather(*tasks)
+    sys.stdout.write(orjson.dumps({"done": True, "errors": errors,
+                                   "elapsed": time.monotonic() - started}).decode() + "\n")
+    await writer.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]),
+                     float(sys.argv[5]), int(sys.argv[6])))
