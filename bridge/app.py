@@ -81,9 +81,8 @@ class Bridge:
         if self.synced_at is None:
             synced, total, listed = self.engine.sync_progress()
             return False, f"initial sync: {synced}/{total} kinds, {listed} objects listed"
-        if not self.delivery.sinks_up:
-            down = [w.name for w in self.delivery.workers
-                    if w.failing_since is not None or w.stalled or not w.sink.healthy]
+        down = self.delivery.sinks_down()
+        if down:
             return False, f"sinks down: {', '.join(down)}"
         return True, "ready"
 

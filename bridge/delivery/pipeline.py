@@ -73,10 +73,10 @@ class Delivery:
     def in_flight(self) -> int:
         return len(self._remaining)
 
-    @property
-    def sinks_up(self) -> bool:
-        return all(w.failing_since is None and not w.stalled and w.sink.healthy
-                   for w in self.workers)
+    def sinks_down(self) -> list[str]:
+        """Sinks failing, stalled on acknowledgements, or reporting themselves unhealthy."""
+        return [w.name for w in self.workers
+                if w.failing_since is not None or w.stalled or not w.sink.healthy]
 
     async def drain(self) -> bool:
         """Wait until everything dispatched is acknowledged (used at shutdown)."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,13 +83,10 @@ class WatchEngine:
         self._list_gate = asyncio.Semaphore(self.options.list_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._discovery_synced = asyncio.Event()
-        self._failure: BaseException | None = None
-        self.started_at = 0.0
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.started_at = time.monotonic()
         await self._start_builtins()
         if self.selection.crds or self.selection.include:
             self._spawn(self._discover_crds(), "crd-discovery")
@@ -121,7 +117,6 @@ class WatchEngine:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self._failure = task.exception()
             log.error("engine task %s failed: %r", task.get_name(), task.exception())
 
     # ---- output --------------------------------------------------------------------------
@@ -138,9 +133,6 @@ class WatchEngine:
     async def _deltas(self) -> AsyncIterator[Delta]:
         while True:
             yield await self._queue.get()
-
-    async def next_delta(self) -> Delta:
-        return await self._queue.get()
 
     def ack(self, delta: Delta) -> None:
         tracker = self._trackers.get(delta.stream)

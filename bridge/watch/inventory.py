@@ -57,9 +57,6 @@ class Inventory:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, uid: str) -> bool:
-        return _key(uid) in self._entries
-
     def get(self, uid: str) -> Entry | None:
         value = self._entries.get(_key(uid))
         return None if value is None else _unpack(value)

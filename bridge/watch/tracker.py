@@ -77,9 +77,6 @@ class StreamTracker:
             if pending_entry is not None:
                 yield uid, pending_entry
 
-    def __len__(self) -> int:
-        return sum(1 for _ in self.items())
-
     # ---- the delivery side ----------------------------------------------------------------
 
     def ack(self, seq: int) -> None:
