@@ -20,7 +20,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidTopicError,
     KafkaError,
-    KafkaTimeoutError,
     MessageSizeTooLargeError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -31,6 +30,7 @@ from aiokafka.errors import (
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.events.event import Event
+from sinks.acks import settle
 from sinks.base import SinkError, SinkSettings
 from sinks.template import Template
 from sinks.template import check as check_template
@@ -161,7 +161,7 @@ class KafkaSink:
                 futures.append(exc)
         results: list[SinkError | None] = []
         fatal: BaseException | None = None
-        for outcome in await _settle(futures, self.settings.ack_timeout):
+        for outcome in await settle(futures, self.settings.ack_timeout):
             if outcome is None:
                 results.append(None)
                 continue
@@ -198,23 +198,3 @@ class KafkaSink:
 async def _both(first: asyncio.Future[Any], second: asyncio.Future[Any]) -> Any:
     await first
     return await second
-
-
-async def _settle(futures: list[Any], timeout: float) -> list[BaseException | None]:
-    """Await every ack; each outcome is None (acked) or the exception (a time-out counts as
-    a transient failure of everything still unacknowledged)."""
-    pending = [f for f in futures if not isinstance(f, BaseException)]
-    try:
-        done = await asyncio.wait_for(asyncio.gather(*pending, return_exceptions=True),
-                                      timeout)
-    except TimeoutError:
-        done = [KafkaTimeoutError(f"no acknowledgement within {timeout}s")] * len(pending)
-    results: list[BaseException | None] = []
-    it = iter(done)
-    for f in futures:
-        if isinstance(f, BaseException):
-            results.append(f)
-        else:
-            outcome = next(it)
-            results.append(outcome if isinstance(outcome, BaseException) else None)
-    return results

@@ -9,7 +9,6 @@ are sanitised to single tokens. Every publish is awaited with a time-out: nats-p
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from nats.js.errors import APIError, BadRequestError
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.events.event import Event
+from sinks.acks import settle
 from sinks.base import SinkError, SinkSettings
 from sinks.template import Template
 from sinks.template import check as check_template
@@ -150,13 +150,13 @@ class NatsSink:
             payload, headers = self._message(event)
             try:
                 # no wait_stall: it wraps every publish in a task; max_pending bounds the
-                # outstanding acks and _settle time-boxes them all at once
+                # outstanding acks and settle() time-boxes them all at once
                 futures.append(await self._js.publish_async(
                     self.subject.render(event), payload, headers=headers))
             except (NatsError, OSError) as exc:
                 futures.append(exc)
         results: list[SinkError | None] = []
-        for outcome in await _settle(futures, timeout):
+        for outcome in await settle(futures, timeout):
             if outcome is None:
                 results.append(None)
             else:
@@ -185,20 +185,3 @@ class NatsSink:
     @property
     def healthy(self) -> bool:
         return self._ok and self._nc is not None and self._nc.is_connected
-
-
-async def _settle(futures: list[Any], timeout: float) -> list[BaseException | None]:
-    """Every PubAck awaited under one time-out (an unanswered publish counts as failed)."""
-    pending = [f for f in futures if not isinstance(f, BaseException)]
-    if pending:
-        await asyncio.wait(pending, timeout=timeout)
-    outcomes: list[BaseException | None] = []
-    for future in futures:
-        if isinstance(future, BaseException):
-            outcomes.append(future)
-        elif not future.done():
-            future.cancel()
-            outcomes.append(TimeoutError(f"no PubAck within {timeout}s"))
-        else:
-            outcomes.append(future.exception())
-    return outcomes

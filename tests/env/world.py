@@ -22,8 +22,13 @@ from typing import Any
 
 from tests.env import builds, pki, procs, versions
 
-SERVICES = ("etcd", "kube-apiserver", "kafka", "nats")
-PORT_NAMES = ("etcd", "etcd_peer", "apiserver", "kafka", "kafka_controller", "nats", "nats_http")
+SERVICE_PORTS = {  # service -> the ports it listens on, in start order
+    "etcd": ("etcd", "etcd_peer"),
+    "kube-apiserver": ("apiserver",),
+    "kafka": ("kafka", "kafka_controller"),
+    "nats": ("nats", "nats_http"),
+}
+SERVICES = tuple(SERVICE_PORTS)
 
 
 @dataclass(frozen=True)
@@ -62,17 +67,11 @@ class World:
     def _assign_ports(self) -> dict[str, int]:
         """Keep recorded ports that are free or held by our own live daemons."""
         ports = self._ports()
-        ours = {
-            "etcd": ("etcd", "etcd_peer"),
-            "kube-apiserver": ("apiserver",),
-            "kafka": ("kafka", "kafka_controller"),
-            "nats": ("nats", "nats_http"),
-        }
         held: set[str] = set()
-        for service, names in ours.items():
+        for service, names in SERVICE_PORTS.items():
             if procs.running_pid(self.daemon_stub(service)) is not None:
                 held.update(names)
-        for name in PORT_NAMES:
+        for name in (n for names in SERVICE_PORTS.values() for n in names):
             port = ports.get(name)
             if port is None or (name not in held and not procs.port_free(port)):
                 ports[name] = procs.free_port(set(ports.values()))
