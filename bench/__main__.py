@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import floor, live, memory, pipeline, scale
+from bridge import runtime
 from tests.env.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,6 +42,7 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only.split(","))
     quick = args.quick
+    runtime.tune_gc()  # as the daemon does; ours and the naive baseline alike
     endpoints = World().up()
     report: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "machine": machine()}

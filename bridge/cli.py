@@ -104,11 +104,12 @@ def _guard(body: Callable[[], int]) -> int:
 
 
 def _run(config: Config) -> int:
-    from bridge import logs
+    from bridge import logs, runtime
     from bridge.app import Bridge
 
     logs.setup(config.logging.format, config.logging.level)
     bridge = Bridge(config)
+    runtime.tune_gc()
 
     async def main_task() -> int:
         loop = asyncio.get_running_loop()

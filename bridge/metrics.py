@@ -44,7 +44,8 @@ publish_latency = Histogram(
     ["sink"], registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 lag = Histogram(
-    _P + "end_to_end_lag_seconds", "From observing a change to every sink acknowledging it",
+    _P + "end_to_end_lag_seconds", "From observing a change to every sink acknowledging it "
+    "(one sample per acknowledged batch: its oldest change)",
     registry=REGISTRY,
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 in_flight = Gauge(

@@ -2,18 +2,29 @@
 
 Binary content mode by default (``ce_*`` headers, ``content-type``, value = data), structured
 as an option; record key = the event's ``partitionkey``; topic from a template; optional
-tombstone after each deletion for compacted topics. Messages of a batch are handed to the
-producer without awaiting each one (it batches per partition), then all acks are awaited.
+tombstone after each deletion for compacted topics.
+
+Send path (aiokafka's batch API, no per-record ``producer.send()``): each event's partition is
+chosen as Kafka's default partitioner does (murmur2 of the key, positive, modulo the topic's
+partition count over the partitions sorted by id: the choice of aiokafka's ``send()`` and of
+the Java client, so every producer puts a key on the same partition); the record is appended
+to that topic-partition's open batch (``producer.create_batch()``), and a full batch
+(``max_batch_bytes``) is followed by a new one. The closed batches are then handed to the
+producer (``send_batch``) in creation order, so one partition's batches queue in send order;
+once a batch of a partition could not be handed over, its later batches are not either. The
+producer assigns idempotence sequence numbers when it drains a batch, as for ``send()``. Each
+batch has one acknowledgement, which settles all its events, awaited under ``ack_timeout``. A
+record too large for a request (checked as ``send()`` does) fails alone, permanently.
 A fatal producer error (e.g. OutOfOrderSequenceNumber) rebuilds the producer; the failed
 events are reported transient and re-sent by delivery, in order.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import logging
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import Any, Literal, TypeAlias, cast
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -27,6 +38,8 @@ from aiokafka.errors import (
     RecordTooLargeError,
     TopicAuthorizationFailedError,
 )
+from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.events.event import Event
@@ -41,6 +54,13 @@ log = logging.getLogger(__name__)
 _PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
               InvalidTopicError, TopicAuthorizationFailedError)
 _FATAL = (OutOfOrderSequenceNumber, ProducerFenced)
+
+Headers: TypeAlias = list[tuple[str, bytes]]
+# an event's batches (of its record, of its tombstone), or why it has none
+Placement: TypeAlias = tuple[int, ...] | BaseException
+
+_STRUCTURED_HEADERS: Headers = [("content-type", b"application/cloudevents+json")]
+_NO_HEADERS: Headers = []
 
 
 class SaslSettings(BaseModel):
@@ -77,13 +97,82 @@ class KafkaSettings(SinkSettings):
         return value
 
 
-def binary_headers(event: Event) -> list[tuple[str, bytes]]:
+class _HeaderNames(dict[str, str]):
+    """Attribute name -> its ``ce_`` header name, made once per name."""
+
+    def __missing__(self, attribute: str) -> str:
+        name = self[attribute] = f"ce_{attribute}"
+        return name
+
+
+_HEADER_NAMES = _HeaderNames()
+
+
+def binary_headers(event: Event) -> Headers:
     """CloudEvents Kafka binding, binary mode: every attribute but datacontenttype as
     ``ce_<name>``; datacontenttype as ``content-type``."""
-    headers = [("content-type", event.attributes["datacontenttype"].encode())]
-    headers.extend((f"ce_{k}", v.encode()) for k, v in event.attributes.items()
-                   if k != "datacontenttype")
+    attributes = event.attributes
+    names = _HEADER_NAMES
+    headers = [("content-type", attributes["datacontenttype"].encode())]
+    headers += [(names[k], v.encode()) for k, v in attributes.items() if k != "datacontenttype"]
     return headers
+
+
+@functools.lru_cache(maxsize=16_384)
+def _key_hash(key: bytes) -> int:
+    """Kafka's default partitioner hash (murmur2, made positive); cached, as a key comes back
+    with every change of its object and the pure-Python hash costs more than a record."""
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+class _Batches:
+    """One send's records as producer batches, per topic-partition in send order."""
+
+    def __init__(self, producer: AIOKafkaProducer, max_request_size: int) -> None:
+        self.producer = producer
+        self.max_request_size = max_request_size
+        self.batches: list[tuple[Any, str, int]] = []  # (BatchBuilder, topic, partition)
+        self._open: dict[tuple[str, int], int] = {}  # topic-partition -> its last batch
+
+    def add(self, topic: str, partition: int, key: bytes, value: bytes | None,
+            headers: Headers) -> int:
+        """The index of the batch the record went into. A record that does not fit the
+        partition's last batch starts a new one, unless it is too large for a request
+        (the check of ``producer.send()``): MessageSizeTooLargeError."""
+        index = self._open.get((topic, partition))
+        if index is not None and self.batches[index][0].append(
+                timestamp=None, key=key, value=value, headers=headers) is not None:
+            return index
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
+        if size > self.max_request_size:
+            raise MessageSizeTooLargeError(
+                f"The message is {size} bytes when serialized which is larger than the "
+                f"maximum request size of {self.max_request_size} bytes")
+        batch = self.producer.create_batch()
+        batch.append(timestamp=None, key=key, value=value, headers=headers)  # a first fits
+        index = self._open[(topic, partition)] = len(self.batches)
+        self.batches.append((batch, topic, partition))
+        return index
+
+    async def submit(self) -> list[Awaitable[Any] | BaseException]:
+        """Hand the batches to the producer in order (a partition's next batch waits there
+        until the previous one is drained); one acknowledgement (or error) per batch. After
+        a partition's batch could not be handed over, its later ones are not (they would
+        overtake it)."""
+        pending: list[Awaitable[Any] | BaseException] = []
+        failed: dict[tuple[str, int], BaseException] = {}
+        for batch, topic, partition in self.batches:
+            batch.close()  # complete: no lingering, no records of other senders
+            error = failed.get((topic, partition))
+            if error is None:
+                try:
+                    pending.append(await self.producer.send_batch(batch, topic,
+                                                                  partition=partition))
+                    continue
+                except KafkaError as exc:
+                    error = failed[(topic, partition)] = exc
+            pending.append(error)
+        return pending
 
 
 class KafkaSink:
@@ -91,6 +180,7 @@ class KafkaSink:
                  max_event_bytes: int = 1_000_000) -> None:
         self.settings = settings
         self.max_event_bytes = max_event_bytes
+        self.max_request_size = max(settings.max_batch_bytes, max_event_bytes + 65_536)
         self.topic = Template(settings.topic, cluster)
         self._producer: AIOKafkaProducer | None = None
         self._ok = False
@@ -103,7 +193,7 @@ class KafkaSink:
             "enable_idempotence": True,  # implies acks=all
             "linger_ms": s.linger_ms,
             "max_batch_size": s.max_batch_bytes,
-            "max_request_size": max(s.max_batch_bytes, self.max_event_bytes + 65_536),
+            "max_request_size": self.max_request_size,
             "compression_type": None if s.compression == "none" else s.compression,
             "request_timeout_ms": int(s.ack_timeout * 1000),
         }
@@ -137,9 +227,9 @@ class KafkaSink:
             await old.stop()
         await self.connect()
 
-    def _record(self, event: Event) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+    def _record(self, event: Event) -> tuple[bytes | None, Headers]:
         if self.settings.content_mode == "structured":
-            return event.structured(), [("content-type", b"application/cloudevents+json")]
+            return event.structured(), _STRUCTURED_HEADERS
         return event.data, binary_headers(event)
 
     async def send(self, events: Sequence[Event]) -> list[SinkError | None]:
@@ -148,20 +238,16 @@ class KafkaSink:
             await self.connect()
             producer = self._producer
             assert producer is not None
-        futures: list[Any] = []
-        for event in events:
-            value, headers = self._record(event)
-            try:
-                futures.append(await producer.send(self.topic.render(event), value,
-                                                   key=event.key, headers=headers))
-                if self.settings.tombstones and event.delta.type.value == "deleted":
-                    futures[-1] = _both(futures[-1], await producer.send(
-                        self.topic.render(event), None, key=event.key))
-            except KafkaError as exc:
-                futures.append(exc)
+        topics = [self.topic.render(event) for event in events]
+        partitions = await _partitions(producer, set(topics))
+        batches = _Batches(producer, self.max_request_size)
+        placements = [self._place(batches, event, topic, partitions[topic])
+                      for event, topic in zip(events, topics, strict=True)]
+        outcomes = await settle(await batches.submit(), self.settings.ack_timeout)
         results: list[SinkError | None] = []
         fatal: BaseException | None = None
-        for outcome in await settle(futures, self.settings.ack_timeout):
+        for placement in placements:
+            outcome = _outcome(placement, outcomes)
             if outcome is None:
                 results.append(None)
                 continue
@@ -173,6 +259,22 @@ class KafkaSink:
         if fatal is not None:
             await self._rebuild(fatal)
         return results
+
+    def _place(self, batches: _Batches, event: Event, topic: str,
+               partitions: list[int] | BaseException) -> Placement:
+        """Add the event's record (and its tombstone) to the batches of its partition."""
+        if isinstance(partitions, BaseException):
+            return partitions
+        key = event.key
+        partition = partitions[_key_hash(key) % len(partitions)]
+        value, headers = self._record(event)
+        try:
+            first = batches.add(topic, partition, key, value, headers)
+        except MessageSizeTooLargeError as exc:
+            return cast(BaseException, exc)  # aiokafka is untyped
+        if self.settings.tombstones and event.delta.type.value == "deleted":
+            return first, batches.add(topic, partition, key, None, _NO_HEADERS)
+        return (first,)
 
     async def dead_letter(self, event: Event, reason: str) -> None:
         producer = self._producer
@@ -195,6 +297,26 @@ class KafkaSink:
         return self._ok
 
 
-async def _both(first: asyncio.Future[Any], second: asyncio.Future[Any]) -> Any:
-    await first
-    return await second
+async def _partitions(producer: AIOKafkaProducer,
+                      topics: Iterable[str]) -> dict[str, list[int] | BaseException]:
+    """Each topic's partitions sorted by id (as the default partitioner indexes them), or
+    why they are unknown. Metadata for a new topic is fetched, which lets the broker
+    auto-create it."""
+    found: dict[str, list[int] | BaseException] = {}
+    for topic in topics:
+        try:
+            found[topic] = sorted(await producer.partitions_for(topic))
+        except KafkaError as exc:
+            found[topic] = exc
+    return found
+
+
+def _outcome(placement: Placement,
+             outcomes: list[BaseException | None]) -> BaseException | None:
+    """An event's outcome: its own error, else the first failure among its batches."""
+    if isinstance(placement, BaseException):
+        return placement
+    for index in placement:
+        if outcomes[index] is not None:
+            return outcomes[index]
+    return None

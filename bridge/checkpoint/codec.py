@@ -2,6 +2,8 @@
 
     b"KEBCP1\\n" + JSON {"streams": [{key, rv, seq, version, bytes}], "saved_at"} + b"\\n"
     + the inventories, concatenated in header order
+
+``KEBCP1`` (uids packed to 16 bytes in the inventories) is still read.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from bridge.errors import BridgeError
 from bridge.watch.inventory import Inventory
 from bridge.watch.tracker import StreamCheckpoint
 
-MAGIC = b"KEBCP1\n"
+MAGIC = b"KEBCP2\n"
+LEGACY_MAGIC = b"KEBCP1\n"  # same layout; inventory keys packed (Inventory.loads legacy)
 
 
 class CheckpointError(BridgeError):
@@ -36,7 +39,8 @@ def encode(checkpoints: dict[str, StreamCheckpoint]) -> bytes:
 def decode(data: bytes) -> dict[str, StreamCheckpoint]:
     if not data:
         return {}
-    if not data.startswith(MAGIC):
+    legacy = data.startswith(LEGACY_MAGIC)
+    if not (legacy or data.startswith(MAGIC)):
         raise CheckpointError("not a kube-event-bridge checkpoint (bad magic)")
     end = data.index(b"\n", len(MAGIC))
     header = orjson.loads(data[len(MAGIC):end])
@@ -49,7 +53,8 @@ def decode(data: bytes) -> dict[str, StreamCheckpoint]:
             raise CheckpointError(f"checkpoint truncated in stream {stream['key']}")
         pos += size
         result[stream["key"]] = StreamCheckpoint(
-            stream["rv"], int(stream["seq"]), Inventory.loads(blob), stream.get("version", ""))
+            stream["rv"], int(stream["seq"]), Inventory.loads(blob, legacy),
+            stream.get("version", ""))
     return result
 
 

@@ -1,12 +1,12 @@
 """Deltas in, CloudEvents out to every routed sink; a delta is acked (and so may enter the
 checkpoint) only when every sink it was routed to has acknowledged it (Benthos-style acks
-travelling back to the input)."""
+travelling back to the input). Deltas arrive, and acks travel back, in batches."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from bridge import metrics
@@ -16,13 +16,13 @@ from bridge.delivery.worker import SinkWorker
 from bridge.events.builder import EventBuilder
 from bridge.events.event import Event
 from bridge.watch.delta import Delta
-from sinks.base import Sink
+from sinks.base import RouteFilter, Sink
 
 
 class DeltaSource(Protocol):
-    def __aiter__(self) -> AsyncIterator[Delta]: ...
+    def __aiter__(self) -> AsyncIterator[list[Delta]]: ...
 
-    def ack(self, delta: Delta) -> None: ...
+    def ack(self, deltas: Sequence[Delta]) -> None: ...
 
 
 class Delivery:
@@ -32,11 +32,14 @@ class Delivery:
         self.builder = builder
         self.policy = policy or SizePolicy()
         self.workers = [SinkWorker(sink, self._acked) for sink in sinks]
-        self._remaining: dict[Event, int] = {}
+        self._routes: list[RouteFilter | None] = [  # None: the sink takes everything
+            _route(w.sink.settings.filter) for w in self.workers]
+        self._remaining: dict[Event, int] = {}  # events routed to several sinks: acks owed
+        self._in_flight = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
-        metrics.in_flight.set_function(lambda: len(self._remaining))
+        metrics.in_flight.set_function(lambda: self._in_flight)
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(w.run(), name=f"sink {w.name}")
@@ -44,34 +47,54 @@ class Delivery:
         self._tasks.append(asyncio.create_task(self._dispatch_all(), name="dispatch"))
 
     async def _dispatch_all(self) -> None:
-        async for delta in self.source:
-            self.dispatch(delta)
+        async for deltas in self.source:
+            self.dispatch(deltas)
 
-    def dispatch(self, delta: Delta) -> None:
-        event, dead_letter_reason = self.policy.apply(self.builder.build(delta))
-        targets = [w for w in self.workers if matches(w.sink.settings.filter, event)]
-        if not targets:
-            self.source.ack(delta)
-            return
-        self._remaining[event] = len(targets)
-        self._idle.clear()
-        for worker in targets:
-            worker.queue.put_nowait((event, dead_letter_reason))
+    def dispatch(self, deltas: Sequence[Delta]) -> None:
+        routed: list[list[tuple[Event, str | None]]] = [[] for _ in self.workers]
+        unrouted: list[Delta] = []
+        build, apply = self.builder.build, self.policy.apply
+        for delta in deltas:
+            item = event, _ = apply(build(delta))
+            delta.release()
+            targets = 0
+            for route, items in zip(self._routes, routed, strict=True):
+                if route is None or matches(route, event):
+                    items.append(item)
+                    targets += 1
+            if targets > 1:
+                self._remaining[event] = targets
+            elif not targets:
+                unrouted.append(delta)
+        self._in_flight += len(deltas) - len(unrouted)
+        if self._in_flight:
+            self._idle.clear()
+        for worker, items in zip(self.workers, routed, strict=True):
+            if items:
+                worker.submit(items)
+        if unrouted:
+            self.source.ack(unrouted)
 
-    def _acked(self, event: Event) -> None:
-        left = self._remaining[event] - 1
-        if left:
-            self._remaining[event] = left
+    def _acked(self, events: list[Event]) -> None:
+        done: list[Delta] = []
+        remaining = self._remaining
+        for event in events:
+            left = remaining.pop(event, 1) - 1
+            if left:
+                remaining[event] = left
+            else:
+                done.append(event.delta)
+        if not done:
             return
-        del self._remaining[event]
-        metrics.lag.observe(max(0.0, time.time() - event.delta.observed_at))
-        self.source.ack(event.delta)
-        if not self._remaining:
+        self._in_flight -= len(done)
+        metrics.lag.observe(max(0.0, time.time() - done[0].observed_at))  # the batch's oldest
+        self.source.ack(done)
+        if not self._in_flight:
             self._idle.set()
 
     @property
     def in_flight(self) -> int:
-        return len(self._remaining)
+        return self._in_flight
 
     def sinks_down(self) -> list[str]:
         """Sinks failing, stalled on acknowledgements, or reporting themselves unhealthy."""
@@ -89,3 +112,7 @@ class Delivery:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for worker in self.workers:
             await worker.sink.close()
+
+
+def _route(route: RouteFilter) -> RouteFilter | None:
+    return route if route.types or route.kinds or route.namespaces else None

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
 from bridge import metrics
 from bridge.events.event import Event
 from bridge.watch.backoff import Backoff
+from bridge.watch.delta import DeltaType
 from sinks.base import Sink, SinkError
 
 log = logging.getLogger(__name__)
@@ -25,23 +27,36 @@ DEAD_LETTER_ATTEMPTS = 5
 
 
 class SinkWorker:
-    def __init__(self, sink: Sink, on_acked: Callable[[Event], None],
+    def __init__(self, sink: Sink, on_acked: Callable[[list[Event]], None],
                  retry_initial: float = 0.2, retry_max: float = 30.0) -> None:
         self.sink = sink
         self.name = sink.settings.name
-        self.queue: asyncio.Queue[tuple[Event, str | None]] = asyncio.Queue()
+        # (event, dead-letter reason or None); bounded by the engine's in-flight window
+        self._pending: deque[tuple[Event, str | None]] = deque()
+        self._has_work = asyncio.Event()
         self._on_acked = on_acked
         self._retry = (retry_initial, retry_max)
         self.failing_since: float | None = None
         self.sending_since: float | None = None
-        self._published: dict[tuple[str, str], Any] = {}  # label children, cached
+        self._published: dict[tuple[str, DeltaType], Any] = {}  # label children, cached
+
+    def submit(self, items: list[tuple[Event, str | None]]) -> None:
+        """Queue events (with a dead-letter reason where they must not be sent)."""
+        self._pending.extend(items)
+        self._has_work.set()
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
 
     async def run(self) -> None:
         batch_size = self.sink.settings.batch_size
+        pending = self._pending
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < batch_size and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            while not pending:
+                self._has_work.clear()
+                await self._has_work.wait()
+            batch = [pending.popleft() for _ in range(min(batch_size, len(pending)))]
             await self._deliver(batch)
 
     async def _deliver(self, batch: list[tuple[Event, str | None]]) -> None:
@@ -51,16 +66,20 @@ class SinkWorker:
             results = await self._send(to_send) if to_send else []
             outcome = iter(results)
             retry_from: int | None = None
+            acked: list[Event] = []
             for index, (event, reason) in enumerate(batch):
                 error = next(outcome) if reason is None else None
                 if reason is None and error is None:
-                    self._acked(event)
+                    acked.append(event)
                 elif reason is not None or (error is not None and not error.transient):
+                    self._acked(acked)
+                    acked = []
                     await self._dead_letter(event, reason or str(error))
                 else:
                     retry_from = index
                     metrics.events_failed.labels(sink=self.name, transient="true").inc()
                     break
+            self._acked(acked)
             if retry_from is None:
                 self._up()
                 return
@@ -108,16 +127,19 @@ class SinkWorker:
             log.error("sink %s: GAVE UP on event %s after %d dead-letter attempts; its "
                       "attributes: %s; reason: %s", self.name, event.id, DEAD_LETTER_ATTEMPTS,
                       event.attributes, reason)
-        self._acked(event)
+        self._acked([event])
 
-    def _acked(self, event: Event) -> None:
-        key = (event.attributes["kind"], event.delta.type.value)
-        counter = self._published.get(key)
-        if counter is None:
-            counter = self._published[key] = metrics.events_published.labels(
-                sink=self.name, kind=key[0], type=key[1])
-        counter.inc()
-        self._on_acked(event)
+    def _acked(self, events: list[Event]) -> None:
+        if not events:
+            return
+        tally = Counter((event.delta.resource.kind, event.delta.type) for event in events)
+        for (kind, change), count in tally.items():
+            counter = self._published.get((kind, change))
+            if counter is None:
+                counter = self._published[(kind, change)] = metrics.events_published.labels(
+                    sink=self.name, kind=kind, type=change.value)
+            counter.inc(count)
+        self._on_acked(events)
 
     def _up(self) -> None:
         if self.failing_since is not None:

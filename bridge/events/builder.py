@@ -50,6 +50,8 @@ class EventBuilder:
     def __init__(self, options: EventOptions | None = None) -> None:
         self.options = options or EventOptions()
         self._sources: dict[tuple[str, str, str, str], str] = {}
+        self._types = {t: f"{self.options.type_prefix}.{t.value}" for t in DeltaType}
+        self._by_uid = self.options.partition_key == "uid"
         self._last: dict[str, dict[str, Any]] = {}  # uid -> last payload (previous != none)
 
     def source(self, group: str, version: str, plural: str, namespace: str) -> str:
@@ -64,34 +66,31 @@ class EventBuilder:
     def build(self, delta: Delta) -> Event:
         obj = delta.obj
         meta: dict[str, Any] = obj.get("metadata") or {}
-        namespace = str(meta.get("namespace") or "")
-        name = str(meta.get("name") or "")
+        namespace, name, uid = delta.namespace, delta.name, delta.uid
         resource = delta.resource
-        if delta.type is DeltaType.DELETED:
-            event_id = f"{delta.uid}/deleted"
+        change = delta.type
+        if change is DeltaType.DELETED:
+            event_id = f"{uid}/deleted"
             when = meta.get("deletionTimestamp")
         else:
-            event_id = f"{delta.uid}/{delta.resource_version}"
-            when = meta.get("creationTimestamp") if delta.type is DeltaType.ADDED else None
-        if self.options.partition_key == "uid":
-            key = delta.uid
-        else:
-            key = f"{namespace}/{name}" if namespace else name
+            event_id = f"{uid}/{delta.resource_version}"
+            when = meta.get("creationTimestamp") if change is DeltaType.ADDED else None
+        subject = f"{namespace}/{name}" if namespace else name
         attributes = {
             "specversion": "1.0",
             "id": event_id,
             "source": self.source(resource.group, resource.version, resource.plural,
                                   namespace),
-            "type": f"{self.options.type_prefix}.{delta.type.value}",
-            "subject": f"{namespace}/{name}" if namespace else name,
+            "type": self._types[change],
+            "subject": subject,
             "time": str(when) if when and not delta.synthetic else _rfc3339(delta.observed_at),
             "datacontenttype": "application/json",
-            "partitionkey": key,
+            "partitionkey": uid if self._by_uid else subject,
             "kind": resource.kind,
             "apiversion": str(obj.get("apiVersion") or resource.api_version),
             "namespace": namespace,
             "name": name,
-            "uid": delta.uid,
+            "uid": uid,
             "resourceversion": delta.resource_version,
             "synthetic": "true" if delta.synthetic else "false",
             "sequence": f"{delta.sequence:020d}",
@@ -103,7 +102,10 @@ class EventBuilder:
         meta = obj.get("metadata")
         if self.options.strip_managed_fields and isinstance(meta, dict) and (
                 "managedFields" in meta):
-            obj = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+            meta = dict(meta)  # shallow copies: the delta's object is left as it is
+            del meta["managedFields"]
+            obj = dict(obj)
+            obj["metadata"] = meta
         return self.options.redactor.apply(delta.resource.group, delta.resource.kind, obj)
 
     def _data(self, delta: Delta) -> bytes:

@@ -1,7 +1,8 @@
 """Raw-bytes HTTP to the API server: the seam that makes the watch engine testable offline.
 
 ``Transport`` is all the engine needs: one request returning the body, and one streaming
-request yielding newline-delimited watch lines as ``bytes`` (no JSON parsing, no models).
+request yielding newline-delimited watch lines as ``bytes`` (no JSON parsing, no models),
+a list per network read so the engine handles a read's events in one go.
 ``HttpTransport`` implements it with aiohttp; unit tests pass a fake.
 """
 
@@ -33,7 +34,7 @@ class Transport(Protocol):
 
     def stream(
         self, path: str, params: Mapping[str, str], read_timeout: float
-    ) -> AbstractAsyncContextManager[AsyncIterator[bytes]]: ...
+    ) -> AbstractAsyncContextManager[AsyncIterator[list[bytes]]]: ...
 
     async def close(self) -> None: ...
 
@@ -60,24 +61,31 @@ async def get_object(transport: Transport, path: str) -> dict[str, Any] | None:
     return found
 
 
-async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Re-chunk a byte stream into lines (without the newline), any line length up to MAX_LINE."""
-    buf = bytearray()
+async def line_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """Re-chunk a byte stream into lists of lines (without newlines, empty lines skipped):
+    one list per chunk that completes a line; any line length up to MAX_LINE."""
+    partial: list[bytes] = []  # pieces of an unfinished line
+    size = 0
     async for chunk in chunks:
-        buf += chunk
-        start = 0
-        while True:
-            end = buf.find(b"\n", start)
-            if end < 0:
-                break
-            if end > start:
-                yield bytes(buf[start:end])
-            start = end + 1
-        del buf[:start]
-        if len(buf) > MAX_LINE:
-            raise TransportError(f"watch line longer than {MAX_LINE} bytes")
-    if buf.strip():
-        yield bytes(buf)
+        if b"\n" not in chunk:
+            partial.append(chunk)
+            size += len(chunk)
+            if size > MAX_LINE:
+                raise TransportError(f"watch line longer than {MAX_LINE} bytes")
+            continue
+        if partial:
+            partial.append(chunk)
+            chunk = b"".join(partial)
+        lines = chunk.split(b"\n")
+        tail = lines.pop()
+        partial, size = ([tail], len(tail)) if tail else ([], 0)
+        if b"" in lines:
+            lines = [line for line in lines if line]
+        if lines:
+            yield lines
+    rest = b"".join(partial)
+    if rest.strip():
+        yield [rest]
 
 
 class HttpTransport:
@@ -138,7 +146,7 @@ class HttpTransport:
     @asynccontextmanager
     async def stream(
         self, path: str, params: Mapping[str, str], read_timeout: float
-    ) -> AsyncIterator[AsyncIterator[bytes]]:
+    ) -> AsyncIterator[AsyncIterator[list[bytes]]]:
         timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout,
                                         sock_read=read_timeout)
         try:
@@ -148,7 +156,7 @@ class HttpTransport:
                 metrics.api_requests.labels(verb="WATCH", code=str(resp.status)).inc()
                 if resp.status >= 400:
                     raise api_error(resp.status, await resp.read(), path)
-                yield _guard(split_lines(resp.content.iter_any()), path)
+                yield _guard(line_batches(resp.content.iter_any()), path)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"watch {path}: {exc!r}") from exc
 
@@ -157,10 +165,11 @@ class HttpTransport:
             await self._session.close()
 
 
-async def _guard(lines: AsyncIterator[bytes], path: str) -> AsyncIterator[bytes]:
+async def _guard(batches: AsyncIterator[list[bytes]], path: str,
+                 ) -> AsyncIterator[list[bytes]]:
     """Map connection failures raised while iterating to ``TransportError``."""
     try:
-        async for line in lines:
-            yield line
+        async for lines in batches:
+            yield lines
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise TransportError(f"watch {path}: {exc!r}") from exc

@@ -26,11 +26,13 @@ class Delta:
     stream: str
     sequence: int
     observed_at: float = field(default=0.0)
+    namespace: str = ""
+    name: str = ""
 
-    @property
-    def namespace(self) -> str:
-        return str(self.obj.get("metadata", {}).get("namespace") or "")
+    def release(self) -> None:
+        """Drop the object once its event is built: an in-flight delta then holds no parsed
+        JSON, which keeps memory and the garbage collector's work small."""
+        self.obj = _RELEASED
 
-    @property
-    def name(self) -> str:
-        return str(self.obj.get("metadata", {}).get("name") or "")
+
+_RELEASED: dict[str, Any] = {}

@@ -6,8 +6,9 @@ the stream's position and inventory, so nothing is lost or repeated), and drain 
 when its CRD is deleted (its objects' deletions are emitted, then it stops). Forbidden or
 vanished kinds are skipped with one warning and re-checked periodically.
 
-Output: ``async for delta in engine`` with backpressure (a bounded queue and a cap on
-unacknowledged deltas); ``engine.ack(delta)`` once it is durably delivered.
+Output: ``async for deltas in engine`` (lists, one per network read of a stream) with
+backpressure (a window capping unacknowledged deltas); ``engine.ack(deltas)`` once they are
+durably delivered.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,7 @@ from bridge.watch.kinds import crd_group_resource, crd_resource, resolve_builtin
 from bridge.watch.reflector import Reflector, StreamGone, WatchOptions
 from bridge.watch.selection import Selection
 from bridge.watch.tracker import StreamCheckpoint, StreamTracker
+from bridge.watch.window import Window
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,9 @@ class WatchEngine:
         self._trackers: dict[str, StreamTracker] = {}
         self._streams: dict[str, _Stream] = {}
         self._kinds: dict[str, KindStatus] = {}
-        self._queue: asyncio.Queue[Delta] = asyncio.Queue()  # bounded by the window
-        self._window = asyncio.Semaphore(self.options.max_in_flight)
+        self._ready: deque[list[Delta]] = deque()  # bounded by the window
+        self._has_ready = asyncio.Event()
+        self._window = Window(self.options.max_in_flight)
         self._list_gate = asyncio.Semaphore(self.options.list_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._discovery_synced = asyncio.Event()
@@ -121,24 +125,33 @@ class WatchEngine:
 
     # ---- output --------------------------------------------------------------------------
 
-    async def reserve(self) -> None:
-        await self._window.acquire()
+    async def reserve(self, count: int) -> None:
+        await self._window.acquire(count)
 
-    def push(self, delta: Delta) -> None:
-        self._queue.put_nowait(delta)
+    def push(self, deltas: list[Delta], unused: int) -> None:
+        if unused:
+            self._window.release(unused)
+        if deltas:
+            self._ready.append(deltas)
+            self._has_ready.set()
 
-    def __aiter__(self) -> AsyncIterator[Delta]:
-        return self._deltas()
+    def __aiter__(self) -> AsyncIterator[list[Delta]]:
+        return self._batches()
 
-    async def _deltas(self) -> AsyncIterator[Delta]:
+    async def _batches(self) -> AsyncIterator[list[Delta]]:
         while True:
-            yield await self._queue.get()
+            while not self._ready:
+                self._has_ready.clear()
+                await self._has_ready.wait()
+            yield self._ready.popleft()
 
-    def ack(self, delta: Delta) -> None:
-        tracker = self._trackers.get(delta.stream)
-        if tracker is not None:
-            tracker.ack(delta.sequence)
-        self._window.release()
+    def ack(self, deltas: Sequence[Delta]) -> None:
+        trackers = self._trackers
+        for delta in deltas:
+            tracker = trackers.get(delta.stream)
+            if tracker is not None:
+                tracker.ack(delta.sequence)
+        self._window.release(len(deltas))
 
     def checkpoints(self) -> dict[str, StreamCheckpoint]:
         """The committed state of every stream (only acked changes count)."""
@@ -173,7 +186,7 @@ class WatchEngine:
     @property
     def queued(self) -> int:
         """Deltas emitted and not yet taken by the consumer."""
-        return self._queue.qsize()
+        return sum(len(batch) for batch in self._ready)
 
     def stream_keys(self) -> list[str]:
         return sorted(self._streams)
@@ -323,11 +336,14 @@ class _CrdOutlet:
         self._engine = engine
         self._tracker = tracker
 
-    async def reserve(self) -> None:
+    async def reserve(self, count: int) -> None:
         return None
 
-    def push(self, delta: Delta) -> None:
-        try:
-            self._engine.on_crd(delta)
-        finally:
-            self._tracker.ack(delta.sequence)
+    def push(self, deltas: list[Delta], unused: int) -> None:
+        for delta in deltas:
+            try:
+                self._engine.on_crd(delta)
+            except Exception:  # one unusable CRD must not stop discovery of the others
+                log.exception("CRD %s/%s could not be applied", delta.uid, delta.resource_version)
+            finally:
+                self._tracker.ack(delta.sequence)

@@ -1,8 +1,10 @@
 """The inventory: what the bridge last delivered per object, packed to stay small.
 
-uid -> (resourceVersion, namespace, name). Keys are the uid's 16 raw bytes, values one bytes
-object ``rv \\0 namespace \\0 name``; about 150-200 bytes per object in CPython (measured
-by ``bench``), so 100k objects cost ~20 MB. A content hash is deliberately not kept: every
+uid -> (resourceVersion, namespace, name). Keys are the uid's ASCII bytes, values one bytes
+object ``rv \\0 namespace \\0 name``; about 200 bytes per object in CPython (measured by
+``bench``), so 100k objects cost ~20 MB. (Packing a UUID into its 16 raw bytes would save
+~20 bytes per object but cost the hot path a hex conversion per lookup; version-1
+checkpoints, which did that, are still read.) A content hash is deliberately not kept: every
 persisted write changes the resourceVersion, so the resourceVersion alone decides "changed".
 """
 
@@ -20,24 +22,13 @@ class Entry(NamedTuple):
     name: str
 
 
-def _key(uid: str) -> bytes:
-    if len(uid) == 36 and uid[8] == uid[13] == uid[18] == uid[23] == "-":
-        try:
-            return bytes.fromhex(uid.replace("-", ""))  # 16 raw bytes, 5x faster than UUID()
-        except ValueError:
-            pass
-    return b"\xff" + uid.encode()  # not a UUID: keep it verbatim, marked
-
-
-def _uid(key: bytes) -> str:
-    if len(key) == 16:
-        return str(uuid.UUID(bytes=key))
-    return key[1:].decode()
+def _legacy_key(key: bytes) -> bytes:
+    """A version-1 key (a UUID's 16 raw bytes, or ``\\xff`` + any other uid) as a key."""
+    return str(uuid.UUID(bytes=key)).encode() if len(key) == 16 else key[1:]
 
 
 def _pack(entry: Entry) -> bytes:
-    return b"\0".join((entry.resource_version.encode(), entry.namespace.encode(),
-                       entry.name.encode()))
+    return f"{entry.resource_version}\0{entry.namespace}\0{entry.name}".encode()
 
 
 def _unpack(value: bytes) -> Entry:
@@ -58,18 +49,18 @@ class Inventory:
         return len(self._entries)
 
     def get(self, uid: str) -> Entry | None:
-        value = self._entries.get(_key(uid))
+        value = self._entries.get(uid.encode())
         return None if value is None else _unpack(value)
 
     def put(self, uid: str, entry: Entry) -> None:
-        self._entries[_key(uid)] = _pack(entry)
+        self._entries[uid.encode()] = _pack(entry)
 
     def remove(self, uid: str) -> None:
-        self._entries.pop(_key(uid), None)
+        self._entries.pop(uid.encode(), None)
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         for key, value in list(self._entries.items()):
-            yield _uid(key), _unpack(value)
+            yield key.decode(), _unpack(value)
 
     def dumps(self) -> bytes:
         parts = []
@@ -80,13 +71,16 @@ class Inventory:
         return b"".join(parts)
 
     @classmethod
-    def loads(cls, data: bytes) -> Inventory:
+    def loads(cls, data: bytes, legacy: bool = False) -> Inventory:
+        """From ``dumps``; ``legacy``: from a version-1 checkpoint (packed UUID keys)."""
         inv = cls()
         pos, size = 0, len(data)
         while pos < size:
             klen, vlen = _LEN.unpack_from(data, pos)
             pos += _LEN.size
             key = data[pos:pos + klen]
+            if legacy:
+                key = _legacy_key(key)
             pos += klen
             inv._entries[key] = data[pos:pos + vlen]
             pos += vlen

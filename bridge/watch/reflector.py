@@ -16,6 +16,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,13 +63,14 @@ class _Gone(Exception):
 
 
 class Outlet(Protocol):
-    """Where a reflector's deltas go. ``reserve`` waits for room (cancel-safe, nothing is
-    recorded yet); ``push`` hands a recorded delta over without awaiting, so a cancelled
-    reflector never leaves a recorded change undelivered."""
+    """Where a reflector's deltas go. ``reserve(count)`` waits for room for up to ``count``
+    changes (cancel-safe, nothing is recorded yet); ``push`` hands the recorded deltas over
+    and gives back the room they did not use, without awaiting, so a cancelled reflector
+    never leaves a recorded change undelivered."""
 
-    async def reserve(self) -> None: ...
+    async def reserve(self, count: int) -> None: ...
 
-    def push(self, delta: Delta) -> None: ...
+    def push(self, deltas: list[Delta], unused: int) -> None: ...
 
 
 class Reflector:
@@ -190,10 +192,16 @@ class Reflector:
                         params = self._params()
                         continue
                     raise
-                for item in body.get("items") or ():
-                    item.setdefault("apiVersion", self.resource.api_version)
-                    item.setdefault("kind", self.resource.kind)
-                    await self._reconcile(item, seen, deliver)
+                items = body.get("items") or []
+                await self._outlet.reserve(len(items))
+                out: list[Delta] = []
+                try:
+                    for item in items:
+                        item.setdefault("apiVersion", self.resource.api_version)
+                        item.setdefault("kind", self.resource.kind)
+                        self._reconcile(item, seen, deliver, out)
+                finally:
+                    self._hand_over(out, len(items))
                 meta = body.get("metadata") or {}
                 token = meta.get("continue")
                 if not token:
@@ -216,33 +224,47 @@ class Reflector:
                               timeoutSeconds=str(self._watch_timeout()))
         async with contextlib.AsyncExitStack() as stack:
             async with self._list_gate:  # the initial state counts as a list
-                lines = await stack.enter_async_context(
+                batches = await stack.enter_async_context(
                     self.transport.stream(self._path, params, self.options.read_timeout))
                 self._backoff.reset()
-                self.position = await self._initial_events(lines, seen, deliver)
+                self.position, rest = await self._initial_events(batches, seen, deliver)
             if self.position is not None:
-                await self._pump(lines)
+                if rest:  # live events that came in the same read as the end bookmark
+                    await self._apply(rest)
+                await self._pump(batches)
 
-    async def _initial_events(self, lines: AsyncIterator[bytes], seen: set[str],
-                              deliver: bool) -> str | None:
-        async for line in lines:
-            event = orjson.loads(line)
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind == "ADDED":
-                await self._reconcile(obj, seen, deliver)
-            elif kind == "BOOKMARK":
-                meta = obj.get("metadata") or {}
-                if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
-                    rv = str(meta.get("resourceVersion"))
-                    await self._delete_unseen(seen, deliver)
-                    self.tracker.mark(rv)
-                    self._synced()
-                    return rv
-            elif kind == "ERROR":
-                raise self._error_event(obj)
-        return None
+    async def _initial_events(self, batches: AsyncIterator[list[bytes]], seen: set[str],
+                              deliver: bool) -> tuple[str | None, list[bytes]]:
+        """Diff the initial ADDED events; at the end bookmark returns its resourceVersion and
+        the lines of the same read that follow it."""
+        async for lines in batches:
+            end: tuple[str, list[bytes]] | None = None
+            await self._outlet.reserve(len(lines))
+            out: list[Delta] = []
+            try:
+                for index, line in enumerate(lines):
+                    event = orjson.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ADDED":
+                        self._reconcile(obj, seen, deliver, out)
+                    elif kind == "BOOKMARK":
+                        meta = obj.get("metadata") or {}
+                        if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+                            end = str(meta.get("resourceVersion")), lines[index + 1:]
+                            break
+                    elif kind == "ERROR":
+                        raise self._error_event(obj)
+            finally:
+                self._hand_over(out, len(lines))
+            if end is not None:
+                await self._delete_unseen(seen, deliver)
+                self.tracker.mark(end[0])
+                self._synced()
+                return end
+        return None, []
 
-    async def _reconcile(self, obj: dict[str, Any], seen: set[str], deliver: bool) -> None:
+    def _reconcile(self, obj: dict[str, Any], seen: set[str], deliver: bool,
+                   out: list[Delta]) -> None:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid"))
         seen.add(uid)
@@ -250,15 +272,22 @@ class Reflector:
         rv = str(meta.get("resourceVersion"))
         known = self.tracker.get(uid)
         if known is None:
-            await self._observe(DeltaType.ADDED, obj, uid, rv, None, True, deliver)
+            self._record(DeltaType.ADDED, obj, uid, rv, None, True, deliver, out)
         elif known.resource_version != rv:
-            await self._observe(DeltaType.UPDATED, obj, uid, rv, None, True, deliver)
+            self._record(DeltaType.UPDATED, obj, uid, rv, None, True, deliver, out)
 
     async def _delete_unseen(self, seen: set[str], deliver: bool) -> None:
         gone = [(uid, entry) for uid, entry in self.tracker.items() if uid not in seen]
-        for uid, entry in gone:
-            await self._observe(DeltaType.DELETED, self._last_known(uid, entry), uid,
-                                entry.resource_version, None, True, deliver)
+        for start in range(0, len(gone), _DELETE_CHUNK):
+            chunk = gone[start:start + _DELETE_CHUNK]
+            await self._outlet.reserve(len(chunk))
+            out: list[Delta] = []
+            try:
+                for uid, entry in chunk:
+                    self._record(DeltaType.DELETED, self._last_known(uid, entry), uid,
+                                 entry.resource_version, None, True, deliver, out)
+            finally:
+                self._hand_over(out, len(chunk))
 
     async def _drain(self) -> None:
         """The resource went away (CRD deleted): every object still known is deleted."""
@@ -278,47 +307,60 @@ class Reflector:
         params = self._params(watch="1", resourceVersion=rv, allowWatchBookmarks="true",
                               timeoutSeconds=str(self._watch_timeout()))
         log.debug("%s: watching from resourceVersion %s", self.key, rv)
-        async with self.transport.stream(self._path, params, self.options.read_timeout) as lines:
+        async with self.transport.stream(self._path, params,
+                                         self.options.read_timeout) as batches:
             self._backoff.reset()
             # resumed: in sync once the server accepted the resourceVersion, i.e. the first
             # event is not a 410, or a second passed without one
             accepted = asyncio.get_running_loop().call_later(RESUME_ACCEPTED, self._synced)
             try:
-                await self._pump(lines)
+                await self._pump(batches)
             finally:
                 accepted.cancel()
 
-    async def _pump(self, lines: AsyncIterator[bytes]) -> None:
+    async def _pump(self, batches: AsyncIterator[list[bytes]]) -> None:
         """Apply watch events until the server ends the stream, advancing the position."""
-        async for line in lines:
-            event = orjson.loads(line)
-            kind, obj = event.get("type"), event.get("object") or {}
-            if kind != "ERROR":
-                self._synced()
-            if kind == "BOOKMARK":
-                rv = (obj.get("metadata") or {}).get("resourceVersion")
-                if rv:
-                    self.position = str(rv)
-                    self.tracker.mark(self.position)
-            elif kind in _WATCH_TYPES:
-                self.position = await self._on_event(kind, obj)
-            elif kind == "ERROR":
-                raise self._error_event(obj)
-            else:
-                log.warning("%s: unknown watch event type %r skipped", self.key, kind)
+        async for lines in batches:
+            await self._apply(lines)
 
-    async def _on_event(self, kind: str, obj: dict[str, Any]) -> str:
+    async def _apply(self, lines: list[bytes]) -> None:
+        """One read's watch events: room for all of them is reserved first, then they are
+        applied without awaiting, and what was recorded is handed over even on an error."""
+        await self._outlet.reserve(len(lines))
+        out: list[Delta] = []
+        try:
+            for line in lines:
+                event = orjson.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind in _WATCH_TYPES:
+                    self._synced()
+                    self.position = self._on_event(kind, obj, out)
+                elif kind == "BOOKMARK":
+                    self._synced()
+                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    if rv:
+                        self.position = str(rv)
+                        self.tracker.mark(self.position)
+                elif kind == "ERROR":
+                    raise self._error_event(obj)
+                else:
+                    self._synced()
+                    log.warning("%s: unknown watch event type %r skipped", self.key, kind)
+        finally:
+            self._hand_over(out, len(lines))
+
+    def _on_event(self, kind: str, obj: dict[str, Any], out: list[Delta]) -> str:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid"))
         rv = str(meta.get("resourceVersion"))
         known = self.tracker.get(uid)
         if kind == "DELETED":
-            await self._observe(DeltaType.DELETED, obj, uid, rv, rv, False, True)
+            self._record(DeltaType.DELETED, obj, uid, rv, rv, False, True, out)
         elif known is not None and known.resource_version == rv:
             self.tracker.mark(rv)  # already delivered (e.g. seen by the re-list)
         else:
             kind_out = DeltaType.ADDED if kind == "ADDED" and known is None else DeltaType.UPDATED
-            await self._observe(kind_out, obj, uid, rv, rv, False, True)
+            self._record(kind_out, obj, uid, rv, rv, False, True, out)
         return rv
 
     def _error_event(self, status: dict[str, Any]) -> Exception:
@@ -330,25 +372,31 @@ class Reflector:
 
     # ---- output --------------------------------------------------------------------------
 
-    async def _observe(self, kind: DeltaType, obj: dict[str, Any], uid: str, rv: str,
-                       resume_rv: str | None, synthetic: bool, deliver: bool) -> None:
-        deliver = deliver and kind in self.options.event_types
-        if deliver:
-            await self._outlet.reserve()
+    def _record(self, kind: DeltaType, obj: dict[str, Any], uid: str, rv: str,
+                resume_rv: str | None, synthetic: bool, deliver: bool,
+                out: list[Delta]) -> None:
+        """Record a change in the tracker; append it to ``out`` unless it is filtered out
+        (then it counts as acknowledged at once). Room for it was reserved by the caller."""
         meta = obj.get("metadata") or {}
-        entry = None if kind is DeltaType.DELETED else Entry(
-            rv, str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        seq = self.tracker.record(uid, entry, resume_rv)
-        if not deliver:
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        seq = self.tracker.record(
+            uid, None if kind is DeltaType.DELETED else Entry(rv, namespace, name), resume_rv)
+        if deliver and kind in self.options.event_types:
+            out.append(Delta(kind, self.resource, obj, uid, rv, synthetic, self.key, seq,
+                             time.time(), namespace, name))
+        else:
             self.tracker.ack(seq)
+
+    def _hand_over(self, out: list[Delta], reserved: int) -> None:
+        self._outlet.push(out, reserved - len(out))
+        if not out:
             return
-        counter = self._observed.get((kind, synthetic))
-        if counter is None:
-            counter = self._observed[(kind, synthetic)] = metrics.events_observed.labels(
-                **self._labels, type=kind.value, synthetic=str(synthetic).lower())
-        counter.inc()
-        self._outlet.push(Delta(kind, self.resource, obj, uid, rv, synthetic, self.key, seq,
-                                time.time()))
+        for (kind, synthetic), count in Counter((d.type, d.synthetic) for d in out).items():
+            counter = self._observed.get((kind, synthetic))
+            if counter is None:
+                counter = self._observed[(kind, synthetic)] = metrics.events_observed.labels(
+                    **self._labels, type=kind.value, synthetic=str(synthetic).lower())
+            counter.inc(count)
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -368,3 +416,4 @@ class Reflector:
 
 
 _WATCH_TYPES = frozenset(("ADDED", "MODIFIED", "DELETED"))
+_DELETE_CHUNK = 500  # synthetic deletions handed over per reservation

@@ -46,9 +46,9 @@ class EngineRun:
         return self
 
     async def _consume(self) -> None:
-        async for delta in self.engine:
-            self.deltas.append(delta)
-            self.engine.ack(delta)
+        async for deltas in self.engine:
+            self.deltas.extend(deltas)
+            self.engine.ack(deltas)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.engine.stop()

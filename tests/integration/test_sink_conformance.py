@@ -58,7 +58,7 @@ def deltas(count: int, objects: int = 10, tag: str = "") -> list[Delta]:
                             "managedFields": [{"manager": "x"}]},
                "spec": {"n": n, "blob": "x" * 700}}
         out.append(Delta(kind, THINGS, obj, uid, str(1000 + n), False, "things", n + 1,
-                         1_700_000_000.0 + n))
+                         1_700_000_000.0 + n, "ns-a", name))
     return out
 
 
@@ -157,12 +157,12 @@ async def test_duplicate_sends_carry_the_same_ids(subject: Subject) -> None:
 async def test_broker_outage_mid_stream_loses_nothing(subject: Subject, world: World) -> None:
     assert subject.service is not None
     acked: list[Event] = []
-    worker = SinkWorker(subject.sink, acked.append, retry_initial=0.2, retry_max=2.0)
+    worker = SinkWorker(subject.sink, acked.extend, retry_initial=0.2, retry_max=2.0)
     task = asyncio.create_task(worker.run())
     sent = events(900, objects=30)
     try:
         for index, event in enumerate(sent):
-            worker.queue.put_nowait((event, None))
+            worker.submit([(event, None)])
             if index % 50 == 0:
                 await asyncio.sleep(0.02)
             if index == 300:

@@ -101,7 +101,7 @@ class FakeApi:
 
     @asynccontextmanager
     async def stream(self, path: str, params: Mapping[str, str],
-                     read_timeout: float) -> AsyncIterator[AsyncIterator[bytes]]:
+                     read_timeout: float) -> AsyncIterator[AsyncIterator[list[bytes]]]:
         params = dict(params)
         self.requests.append((path, params))
         if self.fail_next_watches > 0:
@@ -115,27 +115,30 @@ class FakeApi:
             raise ApiError(422, "Invalid", "sendInitialEvents is forbidden", path)
         yield self._events(path, params)
 
-    async def _events(self, path: str, params: dict[str, str]) -> AsyncIterator[bytes]:
+    async def _events(self, path: str, params: dict[str, str]) -> AsyncIterator[list[bytes]]:
         generation = self._generation
         if params.get("sendInitialEvents") == "true":
-            for obj in list(self.objects[path].values()):
-                yield orjson.dumps({"type": "ADDED", "object": obj})
-            since = self.rv
-            yield orjson.dumps({"type": "BOOKMARK", "object": {"metadata": {
-                "resourceVersion": str(since),
-                "annotations": {"k8s.io/initial-events-end": "true"}}}})
+            since = self.rv  # the initial state and its end, as one read
+            yield [*(orjson.dumps({"type": "ADDED", "object": obj})
+                     for obj in list(self.objects[path].values())),
+                   orjson.dumps({"type": "BOOKMARK", "object": {"metadata": {
+                       "resourceVersion": str(since),
+                       "annotations": {"k8s.io/initial-events-end": "true"}}}})]
         else:
             since = int(params["resourceVersion"])
             if since < self.compacted:
-                yield orjson.dumps({"type": "ERROR", "object": {
+                yield [orjson.dumps({"type": "ERROR", "object": {
                     "kind": "Status", "code": 410, "reason": "Expired",
-                    "message": "too old resource version"}})
+                    "message": "too old resource version"}})]
                 return
         while True:
+            ready = []  # everything since the last read, as one read
             for rv, event_path, kind, obj in list(self.history):
                 if rv > since and event_path == path:
                     since = rv
-                    yield orjson.dumps({"type": kind, "object": obj})
+                    ready.append(orjson.dumps({"type": kind, "object": obj}))
+            if ready:
+                yield ready
             async with self._changed:
                 if generation != self._generation:
                     return

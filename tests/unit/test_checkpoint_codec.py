@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import struct
+import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from bridge.checkpoint.chunks import Manifest, digest, join, split
-from bridge.checkpoint.codec import CheckpointError, decode, encode
+from bridge.checkpoint.codec import MAGIC, CheckpointError, decode, encode
 from bridge.checkpoint.file import FileStore
 from bridge.watch.inventory import Entry, Inventory
 from bridge.watch.tracker import StreamCheckpoint
@@ -57,3 +60,16 @@ async def test_file_store_reports_an_unusable_directory(tmp_path: Path) -> None:
     blocker.write_text("")  # works even as root, unlike a read-only mode
     with pytest.raises(OSError):
         await FileStore(str(blocker / "sub")).save(b"x")
+
+
+def test_version_1_checkpoints_are_still_read() -> None:
+    """KEBCP1 packed UUID uids into 16 raw bytes (other uids: a 0xff marker + the text)."""
+    u = uuid.uuid4()
+    entries = [(u.bytes, b"5\0ns\0a"), (b"\xffplain-uid", b"6\0\0b")]
+    blob = b"".join(struct.pack(">BH", len(k), len(v)) + k + v for k, v in entries)
+    header = orjson.dumps({"streams": [{"key": "s", "rv": "9", "seq": 2, "version": "v1",
+                                        "bytes": len(blob)}]})
+    cp = decode(b"KEBCP1\n" + header + b"\n" + blob)["s"]
+    assert cp.inventory.get(str(u)) == Entry("5", "ns", "a")
+    assert cp.inventory.get("plain-uid") == Entry("6", "", "b")
+    assert encode({"s": cp}).startswith(MAGIC)

@@ -56,17 +56,16 @@ class FakeSink:
 def make_deltas(n: int) -> list[Delta]:
     return [Delta(DeltaType.UPDATED if i else DeltaType.ADDED, THING,
                   {"metadata": {"name": "x", "namespace": "ns", "uid": "u"}}, "u", str(i),
-                  False, "s", i + 1, 0.0) for i in range(n)]
+                  False, "s", i + 1, 0.0, "ns", "x") for i in range(n)]
 
 
 async def test_retries_resend_from_the_first_failure_in_order() -> None:
     sink = FakeSink("a", fail=2, at=1)
     acked: list[str] = []
-    worker = SinkWorker(sink, lambda e: acked.append(e.id), retry_initial=0.001,
-                        retry_max=0.002)
+    worker = SinkWorker(sink, lambda events: acked.extend(e.id for e in events),
+                        retry_initial=0.001, retry_max=0.002)
     builder = EventBuilder()
-    for d in make_deltas(4):
-        worker.queue.put_nowait((builder.build(d), None))
+    worker.submit([(builder.build(d), None) for d in make_deltas(4)])
     task = asyncio.create_task(worker.run())
     async with asyncio.timeout(5):
         while len(acked) < 4:
@@ -79,10 +78,9 @@ async def test_retries_resend_from_the_first_failure_in_order() -> None:
 async def test_permanent_failures_are_dead_lettered_and_acked() -> None:
     sink = FakeSink("a", permanent={"u/1"})
     acked: list[str] = []
-    worker = SinkWorker(sink, lambda e: acked.append(e.id))
+    worker = SinkWorker(sink, lambda events: acked.extend(e.id for e in events))
     builder = EventBuilder()
-    for d in make_deltas(3):
-        worker.queue.put_nowait((builder.build(d), None))
+    worker.submit([(builder.build(d), None) for d in make_deltas(3)])
     task = asyncio.create_task(worker.run())
     async with asyncio.timeout(5):
         while len(acked) < 3:
@@ -96,16 +94,16 @@ class Source:
         self.deltas = deltas
         self.acked: list[int] = []
 
-    def __aiter__(self) -> AsyncIterator[Delta]:
+    def __aiter__(self) -> AsyncIterator[list[Delta]]:
         return self._gen()
 
-    async def _gen(self) -> AsyncIterator[Delta]:
-        for d in self.deltas:
-            yield d
+    async def _gen(self) -> AsyncIterator[list[Delta]]:
+        yield self.deltas[:2]
+        yield self.deltas[2:]
         await asyncio.Event().wait()
 
-    def ack(self, delta: Delta) -> None:
-        self.acked.append(delta.sequence)
+    def ack(self, deltas: Sequence[Delta]) -> None:
+        self.acked.extend(delta.sequence for delta in deltas)
 
 
 async def test_a_delta_is_acked_only_when_every_routed_sink_has_it() -> None:

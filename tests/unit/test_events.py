@@ -22,7 +22,8 @@ def delta(kind: DeltaType = DeltaType.ADDED, resource: Resource = THING, ns: str
         meta["namespace"] = ns
     obj = {"apiVersion": resource.api_version, "kind": resource.kind, "metadata": meta,
            **extra}
-    return Delta(kind, resource, obj, "u-1", "42", synthetic, "things", 7, 1_700_000_000.5)
+    return Delta(kind, resource, obj, "u-1", "42", synthetic, "things", 7, 1_700_000_000.5,
+                 ns, "n1")
 
 
 def test_attributes_follow_the_contract() -> None:

@@ -27,13 +27,15 @@ class Collect:
         self.deltas: list[Delta] = []
         self.arrived = asyncio.Event()
 
-    async def reserve(self) -> None:
+    async def reserve(self, count: int) -> None:
         return None
 
-    def push(self, delta: Delta) -> None:
-        self.deltas.append(delta)
-        self.tracker.ack(delta.sequence)
-        self.arrived.set()
+    def push(self, deltas: list[Delta], unused: int) -> None:
+        self.deltas.extend(deltas)
+        for delta in deltas:
+            self.tracker.ack(delta.sequence)
+        if deltas:
+            self.arrived.set()
 
     def summary(self) -> list[tuple[str, str, bool]]:
         return [(d.type.value, d.name, d.synthetic) for d in self.deltas]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from bridge.errors import ApiError
-from bridge.kube.transport import api_error, split_lines
+from bridge.kube.transport import api_error, line_batches
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -11,11 +11,11 @@ async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
         yield part
 
 
-async def test_split_lines_across_chunk_boundaries() -> None:
+async def test_line_batches_across_chunk_boundaries() -> None:
     big = b"x" * 300_000
-    out = [line async for line in split_lines(_chunks(b'{"a":1}\n{"b"', b":2}\n\n", big,
-                                                      b"\n", b"tail"))]
-    assert out == [b'{"a":1}', b'{"b":2}', big, b"tail"]
+    out = [lines async for lines in line_batches(_chunks(
+        b'{"a":1}\n{"b"', b":2}\n\n", big[:100_000], big[100_000:], b"\n", b"tail"))]
+    assert out == [[b'{"a":1}'], [b'{"b":2}'], [big], [b"tail"]]
 
 
 def test_api_error_from_status_body() -> None:
