@@ -42,28 +42,37 @@ class Template:
         self.template = template
         self.cluster = cluster
         self.sanitize = sanitize
-        self._fields = set(placeholders_in(template))
-        self._cache: dict[tuple[str, ...], str] = {}
+        fields = set(placeholders_in(template))
+        self._by_namespace = "namespace" in fields
+        self._by_name = "name" in fields
+        self._by_type = "type" in fields
+        # per (resource, namespace, type): the rendering, or the values when {name} varies
+        self._cache: dict[tuple[str, ...], tuple[str | None, dict[str, str]]] = {}
+
+    def _clean(self, value: str) -> str:
+        return (_UNSAFE.sub("_", value) or "_") if self.sanitize else value
 
     def render(self, event: Event) -> str:
         delta = event.delta
         res = delta.resource
-        values = {
-            "cluster": self.cluster,
-            "group": res.group or "core",
-            "version": res.version,
-            "plural": res.plural,
-            "kind": res.kind,
-            "namespace": delta.namespace or "_cluster",
-            "name": delta.name,
-            "type": delta.type.value,
-        }
-        key = tuple(values[f] for f in sorted(self._fields))
-        found = self._cache.get(key)
-        if found is None:
-            if self.sanitize:
-                values = {k: _UNSAFE.sub("_", v) or "_" for k, v in values.items()}
-            found = self.template.format_map(values)
-            if len(self._cache) < 100_000 and "name" not in self._fields:
-                self._cache[key] = found
-        return found
+        key = (res.group, res.version, res.plural,  # kind follows from group and plural
+               delta.namespace if self._by_namespace else "",
+               delta.type.value if self._by_type else "")
+        entry = self._cache.get(key)
+        if entry is None:
+            values = {k: self._clean(v) for k, v in {
+                "cluster": self.cluster,
+                "group": res.group or "core",
+                "version": res.version,
+                "plural": res.plural,
+                "kind": res.kind,
+                "namespace": delta.namespace or "_cluster",
+                "type": delta.type.value,
+            }.items()}
+            entry = (None if self._by_name else self.template.format_map(values), values)
+            if len(self._cache) < 100_000:
+                self._cache[key] = entry
+        rendered, values = entry
+        if rendered is not None:
+            return rendered
+        return self.template.format_map({**values, "name": self._clean(delta.name)})

@@ -18,6 +18,10 @@ def test_kafka_and_nats_templates() -> None:
     cluster = EventBuilder().build(delta(DeltaType.DELETED, GLOBAL, ns=""))
     assert nats.render(cluster) == "k8s.a_b_example_com._cluster.n1.deleted"
     assert Template("{cluster}-{kind}-{version}", "east").render(event) == "east-Thing-v1"
+    dotted = EventBuilder().build(delta(DeltaType.UPDATED, GLOBAL, ns=""))
+    dotted.delta.name = "web.v2 *"
+    assert nats.render(dotted) == "k8s.a_b_example_com._cluster.web_v2__.updated"
+    assert nats.render(event) == "k8s.a_b_example_com.ns.n1.added"  # cached parts, own name
 
 
 def test_unknown_placeholder_is_an_error() -> None:
