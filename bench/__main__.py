@@ -64,14 +64,18 @@ def main() -> int:
                          f"{'met' if mine.rate >= goal else 'NOT met'}; "
                          f"naive {base.rate:,.0f} ({base.cpu_per_1000:.3f}) -> {ratio:.1f}x "
                          f"{'met' if ratio >= 20 else 'NOT met'}"))
-        floors = {"kafka": asyncio.run(floor.kafka(endpoints.kafka_bootstrap_servers, 50_000)),
-                  "nats": asyncio.run(floor.nats(endpoints.nats_url, 50_000))}
+        floor_events = 20_000 if quick else 100_000
+        with pipeline.ReplayServer(floor_events) as server:
+            floors = {"null": asyncio.run(floor.read_and_parse(server.port, floor_events))}
+        floors["kafka"] = asyncio.run(floor.kafka(endpoints.kafka_bootstrap_servers, 50_000))
+        floors["nats"] = asyncio.run(floor.nats(endpoints.nats_url, 50_000))
         report["client_floor"] = floors
         for kind, rate in floors.items():
             mine = by_name[f"ours/{kind}"]
-            rows.append((f"{kind} client alone (floor)", f"{rate:,.0f} events/s", "",
+            what = "read + parse alone" if kind == "null" else "client alone"
+            rows.append((f"{kind}: {what} (floor)", f"{rate:,.0f} events/s", "",
                          f"ours reaches {100 * mine.rate / rate:.0f}% of it"))
-            print(f"  {kind} client alone: {rate:,.0f} messages/s", flush=True)
+            print(f"  {kind}: {what}: {rate:,.0f} events/s", flush=True)
         if args.profile:
             from pyinstrument import Profiler
 

@@ -1,5 +1,7 @@
-"""Where the floor is: each broker client alone, sending pre-built CloudEvent-sized messages
-as fast as it can (same settings as our sinks), with nothing of ours in the loop."""
+"""Where the floor is, with nothing of ours in the loop: the replayed watch stream only read
+over HTTP and parsed (what any bridge must do before the null sink), and each broker client
+alone sending pre-built CloudEvent-sized messages as fast as it can (same settings as our
+sinks)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,41 @@ import asyncio
 import time
 import uuid
 
-from bench.stream import watch_lines
+from bench.stream import GROUP, KINDS, watch_lines
+
+
+async def read_and_parse(port: int, events: int) -> float:
+    """Events/s for reading the replay server's streams (all kinds at once, as the bridge
+    does), splitting lines and ``orjson.loads`` of each."""
+    import aiohttp
+    import orjson
+
+    count = 0
+
+    async def one(session: aiohttp.ClientSession, plural: str) -> None:
+        nonlocal count
+        url = f"http://127.0.0.1:{port}/apis/{GROUP}/v1/{plural}"
+        async with session.get(url, params={"watch": "1"}) as response:
+            tail = b""
+            async for chunk in response.content.iter_any():
+                lines = (tail + chunk).split(b"\n")
+                tail = lines.pop()
+                for line in lines:
+                    orjson.loads(line)
+                count += len(lines)
+                if count >= events:
+                    return
+
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        tasks = [asyncio.create_task(one(session, plural)) for plural, _ in KINDS]
+        while count < events:
+            await asyncio.sleep(0.005)
+        rate = count / (time.perf_counter() - started)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return rate
 
 
 def _messages(count: int) -> list[tuple[bytes, list[tuple[str, bytes]]]]:

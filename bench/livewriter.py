@@ -28,21 +28,26 @@ async def main(kubeconfig: str, path: str, group: str, rate: float, seconds: flo
     async def write(n: int) -> None:
         nonlocal errors
         name = names[n % len(names)]
+        creating = name not in created
         try:
-            if name in created:
-                body = await writer.request(
-                    "PATCH", f"{path}/{name}", body=orjson.dumps({"spec": {"n": n}}),
-                    content_type="application/merge-patch+json")
-            else:
+            if creating:
                 created.add(name)
                 body = await writer.request("POST", path, body=orjson.dumps({
                     "apiVersion": f"{group}/v1", "kind": "Ping",
                     "metadata": {"name": name}, "spec": {"n": n}}))
+            else:
+                body = await writer.request(
+                    "PATCH", f"{path}/{name}", body=orjson.dumps({"spec": {"n": n}}),
+                    content_type="application/merge-patch+json")
             meta = orjson.loads(body)["metadata"]
             sys.stdout.write(orjson.dumps({"id": f"{meta['uid']}/{meta['resourceVersion']}",
                                            "t": time.time()}).decode() + "\n")
-        except Exception:
+        except Exception as exc:
             errors += 1
+            if creating:
+                created.discard(name)  # not there: the name's next write creates it
+            if errors <= 3:
+                print(f"livewriter: write {n} failed: {exc!r}", file=sys.stderr)
         finally:
             gate.release()
 
