@@ -50,9 +50,12 @@ def build_app(events: int, objects: int = 0) -> web.Application:
                     "k8s.io/initial-events-end": "true"}}}})]) + b"\n"
         else:
             body = payloads.get(path, b"")
-        for start in range(0, len(body), 1 << 20):
-            await response.write(body[start:start + (1 << 20)])
-        await asyncio.sleep(3600)  # a watch stays open
+        try:
+            for start in range(0, len(body), 1 << 20):
+                await response.write(body[start:start + (1 << 20)])
+            await asyncio.sleep(3600)  # a watch stays open
+        except ConnectionError:  # the client stopped watching (the naive bridge does)
+            pass
         return response
 
     app = web.Application()

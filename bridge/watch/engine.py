@@ -126,6 +126,8 @@ class WatchEngine:
     # ---- output --------------------------------------------------------------------------
 
     async def reserve(self, count: int) -> None:
+        if self._ready:  # let the consumer take what waits first: parsed objects kept alive
+            await asyncio.sleep(0)  # across many reads make parsing and allocation slower
         await self._window.acquire(count)
 
     def push(self, deltas: list[Delta], unused: int) -> None:
