@@ -21,21 +21,24 @@ async def main(kubeconfig: str, path: str, group: str, rate: float, seconds: flo
                concurrency: int) -> None:
     writer = HttpTransport(auth.load(kubeconfig))
     names = [f"p{int(rate)}-{i}" for i in range(200)]  # fresh objects per phase
-    created: set[str] = set()
+    created: dict[str, asyncio.Event] = {}  # name -> set once its create was answered
     gate = asyncio.Semaphore(concurrency)
     errors = 0
 
     async def write(n: int) -> None:
         nonlocal errors
         name = names[n % len(names)]
-        creating = name not in created
+        answered = created.get(name)
+        creating = answered is None
+        if answered is None:
+            answered = created[name] = asyncio.Event()
         try:
             if creating:
-                created.add(name)
                 body = await writer.request("POST", path, body=orjson.dumps({
                     "apiVersion": f"{group}/v1", "kind": "Ping",
                     "metadata": {"name": name}, "spec": {"n": n}}))
             else:
+                await answered.wait()  # a write must not overtake the create of its object
                 body = await writer.request(
                     "PATCH", f"{path}/{name}", body=orjson.dumps({"spec": {"n": n}}),
                     content_type="application/merge-patch+json")
@@ -45,10 +48,12 @@ async def main(kubeconfig: str, path: str, group: str, rate: float, seconds: flo
         except Exception as exc:
             errors += 1
             if creating:
-                created.discard(name)  # not there: the name's next write creates it
+                del created[name]  # not there: the name's next write creates it
             if errors <= 3:
                 print(f"livewriter: write {n} failed: {exc!r}", file=sys.stderr)
         finally:
+            if creating:
+                answered.set()
             gate.release()
 
     started = time.monotonic()

@@ -101,13 +101,17 @@ class Workload:
             if exc.status not in (404, 409):
                 raise
 
-    def probe(self) -> str:
-        """Create one more object now; returns the event id it must produce."""
-        name = f"probe{self.counter}"
-        self.counter += 1
-        self._create(0, name)
-        uid = self.live[(0, name)]
-        return f"{uid}/{self.truth.states[uid][-1]}"
+    def probes(self) -> list[str]:
+        """Create one more object of every kind now; returns the event ids they must produce
+        (each kind is its own stream, and streams recover independently)."""
+        ids = []
+        for k in range(len(self.kinds)):
+            name = f"probe{self.counter}"
+            self.counter += 1
+            self._create(k, name)
+            uid = self.live[(k, name)]
+            ids.append(f"{uid}/{self.truth.states[uid][-1]}")
+        return ids
 
     async def run(self, changes: int, objects_per_kind: int = 10, pause: float = 0.0) -> None:
         for _ in range(changes):

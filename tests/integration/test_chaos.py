@@ -77,11 +77,12 @@ async def stop(rig: Rig) -> None:
 
 
 async def watching_again(rig: Rig) -> None:
-    """Until a probe change written now is delivered: from then on the bridge watches from
-    a valid position, so every later change is owed exactly (earlier ones were in a gap)."""
-    probe = rig.work.probe()
+    """Until a probe change written now to every kind is delivered: from then on every stream
+    watches from a valid position, so every later change is owed exactly (earlier ones were
+    in a gap)."""
+    probes = set(rig.work.probes())
     deadline = time.monotonic() + 60
-    while probe not in {r.id for r in await rig.kafka()}:
+    while not probes <= {r.id for r in await rig.kafka()}:
         assert time.monotonic() < deadline, rig.process.tail()
         await asyncio.sleep(0.2)
     rig.work.truth.in_gap = False
