@@ -191,7 +191,8 @@ class Config(Strict):
     logging: LogSettings = Field(default_factory=LogSettings)
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
     max_in_flight: int = Field(10_000, ge=1, description="events handed on and not yet "
-                               "acknowledged; reading pauses when full (backpressure)")
+                               "acknowledged; reading pauses when full (backpressure; a "
+                               "network read already started may add its events on top)")
     shutdown_grace: float = Field(20.0, ge=0, description="seconds to flush on SIGTERM")
 
     @field_validator("sinks")
