@@ -181,3 +181,29 @@ async def test_disconnect_mid_batch_fails_fast_and_resend_stores_once(
     info = await js.stream_info(prefix.upper())
     await js.delete_stream(prefix.upper())
     assert info.state.messages == len(sent)  # every event stored, re-sends de-duplicated
+
+
+async def test_frames_carry_what_nats_py_publish_would(endpoints: Endpoints, prefix: str,
+                                                       client: Client,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink writes HPUB frames itself; with nats-py's own publish() (used where a release
+    lacks the internals) the server must see the very same messages."""
+    seen: list[tuple[str, dict[str, str] | None, bytes]] = []
+
+    async def record(msg: Msg) -> None:
+        seen.append((msg.subject, msg.headers, msg.data))
+        await msg.respond(b'{"stream":"S","seq":1}')
+    await client.subscribe(f"{prefix}.>", cb=record)
+    await client.flush()
+    sent = events(3)
+    sent[1].attributes["subject"] = "ns/ünïcode %value"  # percent-encoded on the wire
+    for frames in (True, False):
+        monkeypatch.setattr("sinks.nats._FRAMES", frames)
+        s = sink(endpoints.nats_url, prefix)
+        try:
+            assert await s.send(sent) == [None, None, None]
+        finally:
+            await s.close()
+    assert len(seen) == 6
+    assert seen[:3] == seen[3:]
+    assert seen[1][1] is not None and seen[1][1]["ce-subject"] == "ns/%C3%BCn%C3%AFcode %25value"
