@@ -1,4 +1,5 @@
-"""The sink protocol every destination implements, and the settings every sink shares.
+"""The sink protocol every destination implements, the settings every sink shares, and the
+header names of the CloudEvents binary-mode bindings.
 
 A sink receives events in batches and reports, per event and in order, whether it was
 durably accepted (``None``) or failed (a ``SinkError``; ``transient`` ones are retried by
@@ -57,3 +58,18 @@ class Sink(Protocol):
 
     @property
     def healthy(self) -> bool: ...
+
+
+class HeaderNames(dict[str, str]):
+    """CloudEvents attribute -> its header name in a binary-mode binding: ``datacontenttype``
+    is ``content-type``, every other attribute ``<prefix><name>`` (``ce_`` for Kafka, ``ce-``
+    for NATS); each name is made once."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, attribute: str) -> str:
+        name = self[attribute] = ("content-type" if attribute == "datacontenttype"
+                                  else f"{self.prefix}{attribute}")
+        return name

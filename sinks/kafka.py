@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.events.event import Event
 from sinks.acks import settle
-from sinks.base import SinkError, SinkSettings
+from sinks.base import HeaderNames, SinkError, SinkSettings
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -97,15 +97,7 @@ class KafkaSettings(SinkSettings):
         return value
 
 
-class _HeaderNames(dict[str, str]):
-    """Attribute name -> its ``ce_`` header name, made once per name."""
-
-    def __missing__(self, attribute: str) -> str:
-        name = self[attribute] = f"ce_{attribute}"
-        return name
-
-
-_HEADER_NAMES = _HeaderNames()
+_HEADER_NAMES = HeaderNames("ce_")
 
 
 def binary_headers(event: Event) -> Headers:

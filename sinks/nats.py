@@ -42,7 +42,7 @@ from nats.js.errors import APIError
 from pydantic import Field, SecretStr, field_validator
 
 from bridge.events.event import Event
-from sinks.base import SinkError, SinkSettings
+from sinks.base import HeaderNames, SinkError, SinkSettings
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -86,16 +86,7 @@ _SAFE = " !#$&'()*+,/:;=?@[]~"
 _PLAIN = re.compile(r"[A-Za-z0-9 !#$&'()*+,/:;=?@\[\]~._-]*")
 
 
-class _HeaderNames(dict[str, str]):
-    """Attribute name -> header name, made once per name (keys with cached hashes also make
-    the per-event header dicts cheaper to build)."""
-
-    def __missing__(self, key: str) -> str:
-        name = self[key] = "content-type" if key == "datacontenttype" else f"ce-{key}"
-        return name
-
-
-_HEADER_NAMES = _HeaderNames()
+_HEADER_NAMES = HeaderNames("ce-")
 
 
 def binary_headers(event: Event) -> dict[str, str]:

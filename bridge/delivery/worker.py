@@ -45,10 +45,6 @@ class SinkWorker:
         self._pending.extend(items)
         self._has_work.set()
 
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
-
     async def run(self) -> None:
         batch_size = self.sink.settings.batch_size
         pending = self._pending

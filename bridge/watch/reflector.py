@@ -193,15 +193,11 @@ class Reflector:
                         continue
                     raise
                 items = body.get("items") or []
-                await self._outlet.reserve(len(items))
-                out: list[Delta] = []
-                try:
+                async with self._output(len(items)) as out:
                     for item in items:
                         item.setdefault("apiVersion", self.resource.api_version)
                         item.setdefault("kind", self.resource.kind)
                         self._reconcile(item, seen, deliver, out)
-                finally:
-                    self._hand_over(out, len(items))
                 meta = body.get("metadata") or {}
                 token = meta.get("continue")
                 if not token:
@@ -239,9 +235,7 @@ class Reflector:
         the lines of the same read that follow it."""
         async for lines in batches:
             end: tuple[str, list[bytes]] | None = None
-            await self._outlet.reserve(len(lines))
-            out: list[Delta] = []
-            try:
+            async with self._output(len(lines)) as out:
                 for index, line in enumerate(lines):
                     event = orjson.loads(line)
                     kind, obj = event.get("type"), event.get("object") or {}
@@ -254,8 +248,6 @@ class Reflector:
                             break
                     elif kind == "ERROR":
                         raise self._error_event(obj)
-            finally:
-                self._hand_over(out, len(lines))
             if end is not None:
                 await self._delete_unseen(seen, deliver)
                 self.tracker.mark(end[0])
@@ -280,14 +272,10 @@ class Reflector:
         gone = [(uid, entry) for uid, entry in self.tracker.items() if uid not in seen]
         for start in range(0, len(gone), _DELETE_CHUNK):
             chunk = gone[start:start + _DELETE_CHUNK]
-            await self._outlet.reserve(len(chunk))
-            out: list[Delta] = []
-            try:
+            async with self._output(len(chunk)) as out:
                 for uid, entry in chunk:
                     self._record(DeltaType.DELETED, self._last_known(uid, entry), uid,
                                  entry.resource_version, None, True, deliver, out)
-            finally:
-                self._hand_over(out, len(chunk))
 
     async def _drain(self) -> None:
         """The resource went away (CRD deleted): every object still known is deleted."""
@@ -324,11 +312,8 @@ class Reflector:
             await self._apply(lines)
 
     async def _apply(self, lines: list[bytes]) -> None:
-        """One read's watch events: room for all of them is reserved first, then they are
-        applied without awaiting, and what was recorded is handed over even on an error."""
-        await self._outlet.reserve(len(lines))
-        out: list[Delta] = []
-        try:
+        """One read's watch events, applied without awaiting (see ``_output``)."""
+        async with self._output(len(lines)) as out:
             for line in lines:
                 event = orjson.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
@@ -346,8 +331,6 @@ class Reflector:
                 else:
                     self._synced()
                     log.warning("%s: unknown watch event type %r skipped", self.key, kind)
-        finally:
-            self._hand_over(out, len(lines))
 
     def _on_event(self, kind: str, obj: dict[str, Any], out: list[Delta]) -> str:
         meta = obj.get("metadata") or {}
@@ -386,6 +369,18 @@ class Reflector:
                              time.time(), namespace, name))
         else:
             self.tracker.ack(seq)
+
+    @contextlib.asynccontextmanager
+    async def _output(self, room: int) -> AsyncIterator[list[Delta]]:
+        """Room for ``room`` changes is reserved first; the body records them into the list
+        without awaiting; what it recorded is handed over (and the unused room given back)
+        even when it raises."""
+        await self._outlet.reserve(room)
+        out: list[Delta] = []
+        try:
+            yield out
+        finally:
+            self._hand_over(out, room)
 
     def _hand_over(self, out: list[Delta], reserved: int) -> None:
         self._outlet.push(out, reserved - len(out))
