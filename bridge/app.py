@@ -70,12 +70,15 @@ class Bridge:
         self.engine: WatchEngine | None = None
         self.delivery: Delivery | None = None
         self.synced_at: float | None = None
-        self.standby = False
+        self.elector: LeaderElector | None = None
         self.lost_leadership = False
 
     def ready(self) -> tuple[bool, str]:
-        if self.standby:
-            return True, "standby (another instance holds the leader lease)"
+        elector = self.elector
+        if elector is not None and not elector.leading:
+            if elector.holder is None:  # not yet known whether this instance will lead
+                return False, "starting: acquiring the leader lease"
+            return True, f"standby (the leader lease is held by {elector.holder})"
         if self.engine is None or self.delivery is None:
             return False, "starting"
         if self.synced_at is None:
@@ -103,7 +106,7 @@ class Bridge:
                         f"cannot listen on {config.http.address}:{config.http.port} for "
                         f"/metrics: {exc.strerror or exc}. Set http.port to a free port "
                         "(0 disables the endpoint).") from exc
-            elector = self._elector(transport)
+            elector = self.elector = self._elector(transport)
             if elector is not None and not await self._lead(elector):
                 return 0  # stopped while standing by
             metrics.is_leader.set(1)
@@ -128,12 +131,10 @@ class Bridge:
 
     async def _lead(self, elector: LeaderElector) -> bool:
         """Stand by until leader (True) or until told to stop (False)."""
-        self.standby = True
         acquire = asyncio.create_task(elector.acquire())
         stop = asyncio.create_task(self.stopping.wait())
         await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
-        self.standby = False
         if not acquire.done():
             acquire.cancel()
             await asyncio.gather(acquire, return_exceptions=True)

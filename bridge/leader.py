@@ -48,6 +48,7 @@ class LeaderElector:
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.leading = False
+        self.holder: str | None = None  # who held the Lease when this candidate last lost
         self._observed: tuple[str, float] | None = None  # (record fingerprint, monotonic)
         self._lease: dict[str, Any] | None = None
 
@@ -72,6 +73,7 @@ class LeaderElector:
                     "POST", self.path, body=orjson.dumps(body)))
             except ApiError as exc:
                 if exc.status == 409:
+                    self.holder = "(another candidate)"
                     return False
                 raise
             return True
@@ -84,6 +86,7 @@ class LeaderElector:
         expired = now - self._observed[1] > float(
             spec.get("leaseDurationSeconds") or self.lease_duration)
         if holder and holder != self.identity and not expired:
+            self.holder = holder
             return False
         transitions = int(spec.get("leaseTransitions") or 0)
         if holder != self.identity:
@@ -95,6 +98,7 @@ class LeaderElector:
                 "PUT", f"{self.path}/{self.name}", body=orjson.dumps(lease)))
         except ApiError as exc:
             if exc.status == 409:  # someone else wrote first
+                self.holder = "(another candidate)"
                 return False
             raise
         return True

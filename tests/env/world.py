@@ -169,9 +169,11 @@ class World:
             "-cp", classpath,
         ]
         if not (data / "meta.properties").exists():
+            # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             builds.run_logged(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+                 str(props)],
                 work, work / "format.log",
             )
         return procs.Daemon("kafka", [*jvm, "kafka.Kafka", str(props)], work)
