@@ -156,8 +156,12 @@ class WatchEngine:
         self._window.release(len(deltas))
 
     def checkpoints(self) -> dict[str, StreamCheckpoint]:
-        """The committed state of every stream (only acked changes count)."""
-        return {key: tracker.committed for key, tracker in self._trackers.items()}
+        """The committed state of every stream (only acked changes count), and the loaded
+        state of streams not watched (yet): a start that cannot discover its kinds (API
+        server down) must not save a checkpoint that forgot them."""
+        states = dict(self._checkpoints)
+        states.update((key, tracker.committed) for key, tracker in self._trackers.items())
+        return states
 
     # ---- status --------------------------------------------------------------------------
 
@@ -307,7 +311,7 @@ class WatchEngine:
         reflector = Reflector(
             "crds", CRD_RESOURCE, None, self.transport, tracker,
             _CrdOutlet(self, tracker), WatchOptions(read_timeout=self.options.watch.read_timeout),
-            self._list_gate, on_synced=self._discovery_synced.set,
+            self._list_gate, on_synced=self._on_discovery_synced,
         )
         try:
             await reflector.run()
@@ -316,6 +320,14 @@ class WatchEngine:
                       "Grant get/list/watch on customresourcedefinitions.apiextensions.k8s.io",
                       exc)
             self._discovery_synced.set()
+
+    def _on_discovery_synced(self) -> None:
+        self._discovery_synced.set()
+        for key, checkpoint in sorted(self._checkpoints.items()):
+            log.warning("%s is in the checkpoint but not watched now (its CRD is gone, not "
+                        "Established, or no longer selected): its state (%d objects) is kept, "
+                        "so its changes are caught up if it is watched again", key,
+                        len(checkpoint.inventory))
 
     def on_crd(self, delta: Delta) -> None:
         group_resource = crd_group_resource(delta.obj)
