@@ -1,6 +1,7 @@
 """The checkpoint blob: a small JSON header and the packed inventories after it.
 
-    b"KEBCP1\\n" + JSON {"streams": [{key, rv, seq, version, bytes}], "saved_at"} + b"\\n"
+    b"KEBCP2\\n" + JSON {"streams": [{key, rv, seq, version, kind, crd, bytes}], "saved_at"}
+    + b"\\n"
     + the inventories, concatenated in header order
 
 ``KEBCP1`` (uids packed to 16 bytes in the inventories) is still read.
@@ -31,7 +32,8 @@ def encode(checkpoints: dict[str, StreamCheckpoint]) -> bytes:
         blob = cp.inventory.dumps()
         blobs.append(blob)
         streams.append({"key": key, "rv": cp.resource_version, "seq": cp.sequence,
-                        "version": cp.version, "bytes": len(blob)})
+                        "version": cp.version, "kind": cp.kind, "crd": cp.crd,
+                        "bytes": len(blob)})
     header = orjson.dumps({"streams": streams, "saved_at": time.time()})
     return b"".join([MAGIC, header, b"\n", *blobs])
 
@@ -54,7 +56,7 @@ def decode(data: bytes) -> dict[str, StreamCheckpoint]:
         pos += size
         result[stream["key"]] = StreamCheckpoint(
             stream["rv"], int(stream["seq"]), Inventory.loads(blob, legacy),
-            stream.get("version", ""))
+            stream.get("version", ""), stream.get("kind", ""), bool(stream.get("crd")))
     return result
 
 

@@ -87,6 +87,7 @@ class WatchEngine:
         self._list_gate = asyncio.Semaphore(self.options.list_concurrency)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._discovery_synced = asyncio.Event()
+        self._crds: set[str] = set()  # group_resource of every CRD that exists
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -199,12 +200,14 @@ class WatchEngine:
 
     # ---- streams -------------------------------------------------------------------------
 
-    def _tracker(self, key: str, version: str) -> StreamTracker:
+    def _tracker(self, key: str, resource: Resource, builtin: bool) -> StreamTracker:
         tracker = self._trackers.get(key)
         if tracker is None:
             checkpoint = self._checkpoints.pop(key, None) or StreamCheckpoint()
             tracker = self._trackers[key] = StreamTracker(checkpoint)
-        tracker.committed.version = version
+        committed = tracker.committed
+        committed.version, committed.kind = resource.version, resource.kind
+        committed.crd = not builtin
         return tracker
 
     def _start_resource(self, resource: Resource, builtin: bool) -> None:
@@ -222,7 +225,7 @@ class WatchEngine:
                 log.info("%s: preferred version changed %s -> %s; re-watching", key,
                          current.resource.version, resource.version)
                 current.task.cancel()  # its tracker (position + inventory) carries over
-            tracker = self._tracker(key, resource.version)
+            tracker = self._tracker(key, resource, builtin)
             options = self.options.watch
             selector = Selection.label_selector(resource, options.label_selector)
             if selector != options.label_selector:
@@ -242,11 +245,8 @@ class WatchEngine:
                 del self._streams[key]
                 metrics.watched_kinds.set(len(self._streams))
             status = self._kinds.get(str(reflector.resource))
-            if exc.error.not_found and reflector.drain_on_404:
-                log.info("%s: resource no longer served; its objects' deletions were emitted",
-                         key)
-                if status is None or not status.watched:
-                    return  # the CRD is gone
+            if exc.error.not_found and (status is None or not status.watched):
+                return  # the CRD is gone (``on_crd`` drains what its stream still held)
             reason = "forbidden" if exc.error.forbidden else "vanished"
             self._skip(reflector.resource, reason, exc.error)
             self._spawn(self._recheck(reflector.resource), f"recheck {key}")
@@ -265,7 +265,7 @@ class WatchEngine:
         metrics.skipped_kinds.labels(reason=reason).inc()
 
     async def _recheck(self, resource: Resource) -> None:
-        while True:
+        while str(resource) in self._kinds:  # until its CRD is deleted
             await asyncio.sleep(self.options.recheck_interval)
             try:
                 await self.transport.request("GET", resource.collection_path(),
@@ -324,6 +324,12 @@ class WatchEngine:
     def _on_discovery_synced(self) -> None:
         self._discovery_synced.set()
         for key, checkpoint in sorted(self._checkpoints.items()):
+            group_resource = key.partition("@")[0]
+            if checkpoint.crd and checkpoint.kind and group_resource not in self._crds:
+                plural, _, group = group_resource.partition(".")
+                resource = Resource(group, checkpoint.version, plural, checkpoint.kind, True)
+                self._spawn(self._drain(key, resource), f"drain {key}")
+                continue
             log.warning("%s is in the checkpoint but not watched now (its CRD is gone, not "
                         "Established, or no longer selected): its state (%d objects) is kept, "
                         "so its changes are caught up if it is watched again", key,
@@ -331,16 +337,43 @@ class WatchEngine:
 
     def on_crd(self, delta: Delta) -> None:
         group_resource = crd_group_resource(delta.obj)
-        resource = None if delta.type is DeltaType.DELETED else crd_resource(
-            delta.obj, self.options.versions)
+        deleted = delta.type is DeltaType.DELETED
+        if deleted:
+            self._crds.discard(group_resource)
+        else:
+            self._crds.add(group_resource)
+        resource = None if deleted else crd_resource(delta.obj, self.options.versions)
         if resource is not None:
             self._consider(resource, builtin=False)
-        elif delta.type is DeltaType.DELETED or (delta.obj.get("metadata") or {}).get(
-                "deletionTimestamp"):
-            # its stream drains by itself when the resource stops being served (404)
+        elif deleted or (delta.obj.get("metadata") or {}).get("deletionTimestamp"):
             for key in [k for k, s in self._kinds.items()
                         if s.resource.group_resource == group_resource]:
-                del self._kinds[key]
+                gone = self._kinds.pop(key).resource
+                if not deleted:
+                    continue
+                # the API server deleted the CRD's objects first; a stream that missed some
+                # of that (cut at the time) emits their deletions now
+                for stream_key in [k for k in self._trackers
+                                   if k.partition("@")[0] == group_resource]:
+                    self._spawn(self._drain(stream_key, gone), f"drain {stream_key}")
+
+    async def _drain(self, key: str, resource: Resource) -> None:
+        """The stream's CRD is gone: stop watching it and emit the deletion of every object
+        it still knows (none, normally; some when its watch was cut while the CRD's objects
+        were deleted, or when the CRD was deleted while the bridge was stopped)."""
+        stream = self._streams.pop(key, None)
+        if stream is not None:
+            stream.task.cancel()
+            await asyncio.gather(stream.task, return_exceptions=True)
+            metrics.watched_kinds.set(len(self._streams))
+        tracker = self._tracker(key, resource, builtin=False)
+        remaining = sum(1 for _ in tracker.items())
+        if remaining:
+            reflector = Reflector(key, resource, None, self.transport, tracker, self,
+                                  self.options.watch, self._list_gate)
+            await reflector.drain()
+            log.info("%s: its CRD is gone; emitted the deletion of the %d objects it still "
+                     "knew", key, remaining)
 
 
 class _CrdOutlet:

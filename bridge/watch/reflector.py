@@ -99,7 +99,6 @@ class Reflector:
         self._watch_list = options.watch_list
         self._labels = {"group": resource.group or "core", "kind": resource.kind}
         self._observed: dict[tuple[DeltaType, bool], Any] = {}  # label children, cached
-        self.drain_on_404 = False  # CRD-backed: 404 means its objects are gone
         self.objects_listed = 0
         self._backoff = Backoff()
         self.position: str | None = tracker.committed.resource_version
@@ -108,7 +107,7 @@ class Reflector:
     # ---- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Watch until cancelled; raises ``StreamGone`` on 403/404 (after draining on 404).
+        """Watch until cancelled; raises ``StreamGone`` on 403/404.
 
         ``self.position`` is the last resourceVersion seen (event, bookmark or list); any
         failure resumes from it, so a cut connection replays nothing and loses nothing.
@@ -129,9 +128,6 @@ class Reflector:
                          self.position)
                 self.position = None
             except ApiError as exc:
-                if exc.not_found and self.drain_on_404:
-                    await self._drain()
-                    raise StreamGone(exc) from exc
                 if exc.forbidden or exc.not_found:
                     raise StreamGone(exc) from exc
                 self._restart(f"http_{exc.status}")
@@ -277,7 +273,7 @@ class Reflector:
                     self._record(DeltaType.DELETED, self._last_known(uid, entry), uid,
                                  entry.resource_version, None, True, deliver, out)
 
-    async def _drain(self) -> None:
+    async def drain(self) -> None:
         """The resource went away (CRD deleted): every object still known is deleted."""
         await self._delete_unseen(set(), True)
 

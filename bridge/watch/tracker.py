@@ -26,6 +26,8 @@ class StreamCheckpoint:
     sequence: int = 0
     inventory: Inventory = field(default_factory=Inventory)
     version: str = ""  # the API version the stream was watched at
+    kind: str = ""  # with ``crd``: what emitting its objects' deletions needs if the CRD
+    crd: bool = False  # is deleted while the bridge is stopped
 
 
 @dataclass(slots=True)

@@ -10,23 +10,19 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from bridge.checkpoint.codec import decode, encode
 from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.watch.delta import Delta
 from bridge.watch.engine import EngineOptions, WatchEngine
-from bridge.watch.inventory import Inventory
 from bridge.watch.selection import Selection
 from bridge.watch.tracker import StreamCheckpoint
 from tests.kubetools import crd_manifest, create_crd
 
 
 def persisted(checkpoints: dict[str, StreamCheckpoint]) -> dict[str, StreamCheckpoint]:
-    """A copy as a checkpoint store would give it back (inventory serialised)."""
-    return {
-        key: StreamCheckpoint(cp.resource_version, cp.sequence,
-                              Inventory.loads(cp.inventory.dumps()), cp.version)
-        for key, cp in checkpoints.items()
-    }
+    """A copy as a checkpoint store would give it back."""
+    return decode(encode(checkpoints))
 
 
 class EngineRun:

@@ -165,6 +165,30 @@ async def test_restart_from_checkpoint_emits_exactly_the_changes(
         assert run.deltas[0].sequence == before + 1
 
 
+async def test_crd_deleted_while_stopped_has_its_objects_deletions_emitted_on_restart(
+        endpoints: Endpoints, cluster: Cluster, kube: k8s.ApiClient) -> None:
+    group = cluster.group("husk")
+    await cluster.crd(group, "husks", "Husk")
+    for n in range(3):
+        await cluster.create(group, "husks", f"h{n}", "keb-a")
+    async with EngineRun(endpoints.kubeconfig, cluster.selection()) as run:
+        await run.synced()
+        await run.wait_for(lambda ds: len(ds) == 3, what="snapshot")
+        await run.quiet(0.3)
+        saved = persisted(run.engine.checkpoints())
+    # bridge stopped: the CRD is deleted, and with it its objects
+    await asyncio.to_thread(delete_crd, kube, f"husks.{group}")
+    async with EngineRun(endpoints.kubeconfig, cluster.selection(), saved) as run:
+        await run.synced()
+        await run.wait_for(lambda ds: len(ds) >= 3, what="the three deletions")
+        await run.quiet(0.5)
+        assert sorted((d.type.value, d.name, d.synthetic, d.resource.kind)
+                      for d in run.deltas) == [("deleted", f"h{n}", True, "Husk")
+                                               for n in range(3)]
+        assert len(persisted(run.engine.checkpoints())[f"husks.{group}"].inventory) == 0
+        assert f"husks.{group}" not in run.engine.stream_keys()
+
+
 async def test_restart_after_gap_emits_the_final_state_diff(
         endpoints: Endpoints, cluster: Cluster, world: World) -> None:
     group = cluster.group("gap")

@@ -17,7 +17,7 @@ from bridge.watch.tracker import StreamCheckpoint
 def sample() -> dict[str, StreamCheckpoint]:
     inv = Inventory()
     inv.put("6f1c2d8e-0000-4000-8000-000000000001", Entry("10", "ns", "a"))
-    return {"things.x.io": StreamCheckpoint("12", 3, inv, "v1"),
+    return {"things.x.io": StreamCheckpoint("12", 3, inv, "v1", "Thing", crd=True),
             "empty.x.io": StreamCheckpoint(None, 0, Inventory(), "v2")}
 
 
