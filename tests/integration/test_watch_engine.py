@@ -12,6 +12,7 @@ from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions
 from bridge.watch.reflector import WatchOptions
 from bridge.watch.selection import Selection
+from bridge.watch.tracker import StreamCheckpoint
 from tests.env.world import Endpoints, World, write_kubeconfig
 from tests.integration.harness import Cluster, EngineRun, persisted, rv
 from tests.kubetools import delete_crd, ensure_namespace
@@ -139,18 +140,25 @@ async def test_served_version_change_rewatches_without_loss_or_duplicates(
         assert run.deltas[-1].obj["apiVersion"] == f"{group}/v2"
 
 
+async def checkpointed(endpoints: Endpoints, cluster: Cluster, group: str, plural: str,
+                       kind: str, names: list[str]) -> dict[str, StreamCheckpoint]:
+    """A CRD with objects in keb-a, snapshotted by an engine run: the checkpoint it saved."""
+    await cluster.crd(group, plural, kind)
+    for name in names:
+        await cluster.create(group, plural, name, "keb-a")
+    async with EngineRun(endpoints.kubeconfig, cluster.selection()) as run:
+        await run.synced()
+        await run.wait_for(lambda ds: len(ds) == len(names), what="snapshot")
+        await run.quiet(0.3)
+        return persisted(run.engine.checkpoints())
+
+
 async def test_restart_from_checkpoint_emits_exactly_the_changes(
         endpoints: Endpoints, cluster: Cluster) -> None:
     group = cluster.group("resume")
-    await cluster.crd(group, "boxes", "Box")
-    for n in range(4):
-        await cluster.create(group, "boxes", f"k{n}", "keb-a")
-    async with EngineRun(endpoints.kubeconfig, cluster.selection()) as run:
-        await run.synced()
-        await run.wait_for(lambda ds: len(ds) == 4, what="snapshot")
-        await run.quiet(0.3)
-        saved = persisted(run.engine.checkpoints())
-        before = max(cp.sequence for cp in saved.values())
+    saved = await checkpointed(endpoints, cluster, group, "boxes", "Box",
+                               [f"k{n}" for n in range(4)])
+    before = max(cp.sequence for cp in saved.values())
     # bridge stopped: changes happen meanwhile
     changed = await cluster.patch(group, "boxes", "k1", "keb-a", size=9)
     await cluster.delete(group, "boxes", "k2", "keb-a")
@@ -168,14 +176,8 @@ async def test_restart_from_checkpoint_emits_exactly_the_changes(
 async def test_crd_deleted_while_stopped_has_its_objects_deletions_emitted_on_restart(
         endpoints: Endpoints, cluster: Cluster, kube: k8s.ApiClient) -> None:
     group = cluster.group("husk")
-    await cluster.crd(group, "husks", "Husk")
-    for n in range(3):
-        await cluster.create(group, "husks", f"h{n}", "keb-a")
-    async with EngineRun(endpoints.kubeconfig, cluster.selection()) as run:
-        await run.synced()
-        await run.wait_for(lambda ds: len(ds) == 3, what="snapshot")
-        await run.quiet(0.3)
-        saved = persisted(run.engine.checkpoints())
+    saved = await checkpointed(endpoints, cluster, group, "husks", "Husk",
+                               [f"h{n}" for n in range(3)])
     # bridge stopped: the CRD is deleted, and with it its objects
     await asyncio.to_thread(delete_crd, kube, f"husks.{group}")
     async with EngineRun(endpoints.kubeconfig, cluster.selection(), saved) as run:
