@@ -2,7 +2,9 @@
 bridge's core: writes at a steady rate (0 = as fast as the API server accepts) and prints
 one JSON line per acknowledged write: {"id": "<uid>/<resourceVersion>", "t": <wall time>}.
 
-    python -m bench.livewriter KUBECONFIG COLLECTION_PATH GROUP RATE SECONDS CONCURRENCY
+    python -m bench.livewriter KUBECONFIG COLLECTION_PATH GROUP RATE SECONDS CONCURRENCY PHASE
+
+PHASE prefixes the names of the objects it creates (each phase writes fresh objects).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from bridge.kube.transport import HttpTransport
 
 
 async def main(kubeconfig: str, path: str, group: str, rate: float, seconds: float,
-               concurrency: int) -> None:
+               concurrency: int, phase: str) -> None:
     writer = HttpTransport(auth.load(kubeconfig))
-    names = [f"p{int(rate)}-{i}" for i in range(200)]  # fresh objects per phase
+    names = [f"{phase}-{i}" for i in range(200)]
     created: dict[str, asyncio.Event] = {}  # name -> set once its create was answered
     gate = asyncio.Semaphore(concurrency)
     errors = 0
@@ -76,4 +78,4 @@ async def main(kubeconfig: str, path: str, group: str, rate: float, seconds: flo
 
 if __name__ == "__main__":
     asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]),
-                     float(sys.argv[5]), int(sys.argv[6])))
+                     float(sys.argv[5]), int(sys.argv[6]), sys.argv[7]))
