@@ -326,9 +326,7 @@ class WatchEngine:
         for key, checkpoint in sorted(self._checkpoints.items()):
             group_resource = key.partition("@")[0]
             if checkpoint.crd and checkpoint.kind and group_resource not in self._crds:
-                plural, _, group = group_resource.partition(".")
-                resource = Resource(group, checkpoint.version, plural, checkpoint.kind, True)
-                self._spawn(self._drain(key, resource), f"drain {key}")
+                self._spawn(self._drain(key, checkpoint), f"drain {key}")
                 continue
             log.warning("%s is in the checkpoint but not watched now (its CRD is gone, not "
                         "Established, or no longer selected): its state (%d objects) is kept, "
@@ -348,16 +346,14 @@ class WatchEngine:
         elif deleted or (delta.obj.get("metadata") or {}).get("deletionTimestamp"):
             for key in [k for k, s in self._kinds.items()
                         if s.resource.group_resource == group_resource]:
-                gone = self._kinds.pop(key).resource
-                if not deleted:
-                    continue
-                # the API server deleted the CRD's objects first; a stream that missed some
-                # of that (cut at the time) emits their deletions now
-                for stream_key in [k for k in self._trackers
-                                   if k.partition("@")[0] == group_resource]:
-                    self._spawn(self._drain(stream_key, gone), f"drain {stream_key}")
+                del self._kinds[key]
+        if deleted:  # the API server deleted the CRD's objects first; a stream that missed
+            # some of that (its watch cut at the time) emits their deletions now
+            for key, tracker in list(self._trackers.items()):
+                if key.partition("@")[0] == group_resource:
+                    self._spawn(self._drain(key, tracker.committed), f"drain {key}")
 
-    async def _drain(self, key: str, resource: Resource) -> None:
+    async def _drain(self, key: str, checkpoint: StreamCheckpoint) -> None:
         """The stream's CRD is gone: stop watching it and emit the deletion of every object
         it still knows (none, normally; some when its watch was cut while the CRD's objects
         were deleted, or when the CRD was deleted while the bridge was stopped)."""
@@ -366,6 +362,8 @@ class WatchEngine:
             stream.task.cancel()
             await asyncio.gather(stream.task, return_exceptions=True)
             metrics.watched_kinds.set(len(self._streams))
+        plural, _, group = key.partition("@")[0].partition(".")
+        resource = Resource(group, checkpoint.version, plural, checkpoint.kind, True)
         tracker = self._tracker(key, resource, builtin=False)
         remaining = sum(1 for _ in tracker.items())
         if remaining:
