@@ -324,8 +324,7 @@ class WatchEngine:
     def _on_discovery_synced(self) -> None:
         self._discovery_synced.set()
         for key, checkpoint in sorted(self._checkpoints.items()):
-            group_resource = key.partition("@")[0]
-            if checkpoint.crd and checkpoint.kind and group_resource not in self._crds:
+            if checkpoint.crd and checkpoint.kind and _group_resource(key) not in self._crds:
                 self._spawn(self._drain(key, checkpoint), f"drain {key}")
                 continue
             log.warning("%s is in the checkpoint but not watched now (its CRD is gone, not "
@@ -350,7 +349,7 @@ class WatchEngine:
         if deleted:  # the API server deleted the CRD's objects first; a stream that missed
             # some of that (its watch cut at the time) emits their deletions now
             for key, tracker in list(self._trackers.items()):
-                if key.partition("@")[0] == group_resource:
+                if _group_resource(key) == group_resource:
                     self._spawn(self._drain(key, tracker.committed), f"drain {key}")
 
     async def _drain(self, key: str, checkpoint: StreamCheckpoint) -> None:
@@ -362,16 +361,20 @@ class WatchEngine:
             stream.task.cancel()
             await asyncio.gather(stream.task, return_exceptions=True)
             metrics.watched_kinds.set(len(self._streams))
-        plural, _, group = key.partition("@")[0].partition(".")
+        plural, _, group = _group_resource(key).partition(".")
         resource = Resource(group, checkpoint.version, plural, checkpoint.kind, True)
-        tracker = self._tracker(key, resource, builtin=False)
-        remaining = sum(1 for _ in tracker.items())
-        if remaining:
-            reflector = Reflector(key, resource, None, self.transport, tracker, self,
-                                  self.options.watch, self._list_gate)
-            await reflector.drain()
+        reflector = Reflector(key, resource, None, self.transport,
+                              self._tracker(key, resource, builtin=False), self,
+                              self.options.watch, self._list_gate)
+        deleted = await reflector.drain()
+        if deleted:
             log.info("%s: its CRD is gone; emitted the deletion of the %d objects it still "
-                     "knew", key, remaining)
+                     "knew", key, deleted)
+
+
+def _group_resource(key: str) -> str:
+    """A stream key is ``plural.group``, with ``@namespace`` for a per-namespace stream."""
+    return key.partition("@")[0]
 
 
 class _CrdOutlet:

@@ -264,7 +264,8 @@ class Reflector:
         elif known.resource_version != rv:
             self._record(DeltaType.UPDATED, obj, uid, rv, None, True, deliver, out)
 
-    async def _delete_unseen(self, seen: set[str], deliver: bool) -> None:
+    async def _delete_unseen(self, seen: set[str], deliver: bool) -> int:
+        """Synthetic deletions of every known object not in ``seen``; returns how many."""
         gone = [(uid, entry) for uid, entry in self.tracker.items() if uid not in seen]
         for start in range(0, len(gone), _DELETE_CHUNK):
             chunk = gone[start:start + _DELETE_CHUNK]
@@ -272,10 +273,12 @@ class Reflector:
                 for uid, entry in chunk:
                     self._record(DeltaType.DELETED, self._last_known(uid, entry), uid,
                                  entry.resource_version, None, True, deliver, out)
+        return len(gone)
 
-    async def drain(self) -> None:
-        """The resource went away (CRD deleted): every object still known is deleted."""
-        await self._delete_unseen(set(), True)
+    async def drain(self) -> int:
+        """The resource went away (CRD deleted): every object still known is deleted;
+        returns how many."""
+        return await self._delete_unseen(set(), True)
 
     def _last_known(self, uid: str, entry: Entry) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": entry.name, "uid": uid,
