@@ -3,7 +3,9 @@
 Everything binds to 127.0.0.1 on ports chosen free at first start and kept while they stay
 free; state (pids, ports, data, logs, certs) lives in ``versions.run_root()``. ``up`` is
 idempotent: a healthy daemon with the wanted argv is left alone, a dead or stale one is
-restarted, a port taken by a foreign process is replaced by a free one.
+restarted, a port taken by a foreign process is replaced by a free one. Every mutating
+operation holds the world dir's lock (``tests.env.lock``), so concurrent invocations on one
+world queue instead of racing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.env import builds, pki, procs, versions
+from tests.env.lock import world_lock
 
 SERVICE_PORTS = {  # service -> the ports it listens on, in start order
     "etcd": ("etcd", "etcd_peer"),
@@ -212,42 +215,49 @@ class World:
 
     def start(self, service: str) -> None:
         """Start ``service`` unless it already runs healthy with the wanted configuration."""
-        ports = self._assign_ports()
-        daemon = self._daemon(service, ports)
-        if procs.running_pid(daemon, daemon.argv) is not None and self._ready(service, ports):
-            return
-        procs.stop(daemon)
-        procs.start(daemon)
-        procs.wait_until(daemon, lambda: self._ready(service, ports),
-                         self._TIMEOUTS[service], "readiness check")
+        with world_lock(self.root, f"start {service}"):
+            ports = self._assign_ports()
+            daemon = self._daemon(service, ports)
+            if (procs.running_pid(daemon, daemon.argv) is not None
+                    and self._ready(service, ports)):
+                return
+            procs.stop(daemon)
+            procs.start(daemon)
+            procs.wait_until(daemon, lambda: self._ready(service, ports),
+                             self._TIMEOUTS[service], "readiness check")
 
     def stop(self, service: str) -> None:
-        procs.stop(self.daemon_stub(service))
+        with world_lock(self.root, f"stop {service}"):
+            procs.stop(self.daemon_stub(service))
 
     def kill(self, service: str) -> None:
-        procs.kill(self.daemon_stub(service))
+        with world_lock(self.root, f"kill {service}"):
+            procs.kill(self.daemon_stub(service))
 
     def restart(self, service: str) -> None:
-        self.stop(service)
-        self.start(service)
+        with world_lock(self.root, f"restart {service}"):
+            self.stop(service)
+            self.start(service)
 
     def up(self) -> Endpoints:
-        self.root.mkdir(parents=True, exist_ok=True)
-        builds.ensure_all()
-        for service in SERVICES:
-            started = time.monotonic()
-            self.start(service)
-            print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
-                  file=sys.stderr, flush=True)
-        return self.endpoints()
+        with world_lock(self.root, "up"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            builds.ensure_all()
+            for service in SERVICES:
+                started = time.monotonic()
+                self.start(service)
+                print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
+                      file=sys.stderr, flush=True)
+            return self.endpoints()
 
     def down(self, keep_data: bool = False) -> None:
-        for service in reversed(SERVICES):
-            self.stop(service)
-        if not keep_data:
-            import shutil
+        with world_lock(self.root, "down"):
+            for service in reversed(SERVICES):
+                self.stop(service)
+            if not keep_data:
+                import shutil
 
-            shutil.rmtree(self.root, ignore_errors=True)
+                shutil.rmtree(self.root, ignore_errors=True)
 
     def endpoints(self) -> Endpoints:
         ports = self._ports()
@@ -319,13 +329,14 @@ class World:
         Compacts etcd at its current revision (watches served from etcd fail), then restarts
         kube-apiserver so its watch cache holds nothing older either. Returns the revision.
         """
-        ports = self._ports()
-        base = f"http://127.0.0.1:{ports['etcd']}/v3"
-        answer = _post_json(f"{base}/kv/range", {"key": base64.b64encode(b"/").decode()})
-        revision = int(answer["header"]["revision"])
-        _post_json(f"{base}/kv/compaction", {"revision": revision, "physical": True})
-        self.restart("kube-apiserver")
-        return revision
+        with world_lock(self.root, "gap"):
+            ports = self._ports()
+            base = f"http://127.0.0.1:{ports['etcd']}/v3"
+            answer = _post_json(f"{base}/kv/range", {"key": base64.b64encode(b"/").decode()})
+            revision = int(answer["header"]["revision"])
+            _post_json(f"{base}/kv/compaction", {"revision": revision, "physical": True})
+            self.restart("kube-apiserver")
+            return revision
 
 
 def write_kubeconfig(path: Path, server: str, ca: Path, user: dict[str, str]) -> Path:
