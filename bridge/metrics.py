@@ -63,6 +63,12 @@ is_leader = Gauge(
 checkpoint_saves = Counter(
     _P + "checkpoint_saves_total", "Checkpoint saves, by result", ["result"],
     registry=REGISTRY)
+checkpoint_writes = Counter(
+    _P + "checkpoint_writes_total", "Checkpoint store writes: journal segments and bases",
+    ["kind"], registry=REGISTRY)
+checkpoint_bytes = Counter(
+    _P + "checkpoint_bytes_written_total", "Bytes written to the checkpoint store",
+    ["kind"], registry=REGISTRY)
 checkpoint_age = Gauge(
     _P + "checkpoint_age_seconds", "Seconds since the last successful checkpoint save",
     registry=REGISTRY)

@@ -1,72 +1,34 @@
-"""The store protocol (bytes in, bytes out) and the periodic saver."""
+"""The store protocol: a base plus the journal segments appended after it.
+
+A store keeps one *base* (``rebase``: written whole, replacing the previous base and every
+segment) and an ordered list of *segments* appended after it (``append``: durable when it
+returns, never visible half-written). ``load`` returns the base and its segments in order;
+segments from an older base or a torn write are never returned. The checkpoint writer
+(``bridge.checkpoint.writer``) is the only caller and never calls two methods at once.
+A store that finds another writer has taken the checkpoint over raises ``CheckpointFenced``.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge import metrics
-from bridge.checkpoint.codec import encode, fingerprint
-from bridge.watch.tracker import StreamCheckpoint
 
-log = logging.getLogger(__name__)
+@dataclass
+class Stored:
+    base: bytes = b""
+    segments: list[bytes] = field(default_factory=list)
 
 
 class CheckpointStore(Protocol):
     description: str
+    segment_limit: int  # bytes one ``append`` should not exceed
+    max_segments: int  # segments after which the writer compacts (each costs a read on load)
 
-    async def load(self) -> bytes: ...
+    async def load(self) -> Stored: ...
 
-    async def save(self, blob: bytes) -> None: ...
+    async def append(self, segment: bytes) -> None: ...
+
+    async def rebase(self, base: bytes) -> None: ...
 
     async def close(self) -> None: ...
-
-
-class Saver:
-    """Saves every ``interval`` seconds when something advanced, and on demand at shutdown.
-    A failing store is reported loudly (log + metric) and retried; events keep flowing and
-    nothing is lost, the checkpoint just stops advancing until the store recovers."""
-
-    def __init__(self, store: CheckpointStore,
-                 snapshot: Callable[[], dict[str, StreamCheckpoint]],
-                 interval: float = 2.0) -> None:
-        self.store = store
-        self.snapshot = snapshot
-        self.interval = interval
-        self._last: object = None
-        self.last_success = time.monotonic()
-        self.failing = False
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.save()
-            metrics.checkpoint_age.set(time.monotonic() - self.last_success)
-
-    async def save(self) -> bool:
-        checkpoints = self.snapshot()
-        mark = fingerprint(checkpoints)
-        if mark == self._last:
-            self.last_success = time.monotonic()
-            return True
-        blob = encode(checkpoints)  # synchronous: a consistent snapshot
-        try:
-            await self.store.save(blob)
-        except Exception as exc:
-            metrics.checkpoint_saves.labels(result="error").inc()
-            log.error("CHECKPOINT NOT SAVED to %s: %s. Events keep flowing, but the "
-                      "checkpoint is not advancing: a restart now re-sends everything since "
-                      "%.0fs ago. Fix the store (disk full? read-only? permissions?).",
-                      self.store.description, exc, time.monotonic() - self.last_success)
-            self.failing = True
-            return False
-        if self.failing:
-            log.info("checkpoint store %s is writable again", self.store.description)
-        self.failing = False
-        self._last = mark
-        self.last_success = time.monotonic()
-        metrics.checkpoint_saves.labels(result="ok").inc()
-        return True

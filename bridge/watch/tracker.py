@@ -7,6 +7,14 @@ sink it was routed to has durably accepted it) may arrive out of order; the comm
 a checkpoint never claims a change that a sink does not hold. Resume points (a watch event's
 resourceVersion, a bookmark, the end of a re-list) are attached to the sequence after which
 they become valid. resourceVersions are opaque: never compared, only carried.
+
+Write-ahead: every recorded change is also kept in a journal buffer until the checkpoint
+writer takes it (``take_journal``) and makes it durable *before* the change is handed to any
+sink, so whatever may have left the process is known to the next start. After a crash, the
+changes that were recorded but not known to be acknowledged come back as *uncertain*
+objects (``StreamCheckpoint.uncertain``): the tracker reports them as unknown, so the resumed
+watch or the re-list diff delivers them again (same ids) or, when they are gone, emits their
+deletion, exactly like a change that was never delivered.
 """
 
 from __future__ import annotations
@@ -28,23 +36,56 @@ class StreamCheckpoint:
     version: str = ""  # the API version the stream was watched at
     kind: str = ""  # with ``crd``: what emitting its objects' deletions needs if the CRD
     crd: bool = False  # is deleted while the bridge is stopped
+    # objects whose last change may or may not have reached a sink (a crash came between
+    # sending and acknowledging): delivered again, or deleted, by the next resume/re-list
+    uncertain: set[str] = field(default_factory=set)
+
+    def header(self) -> Header:
+        return (self.resource_version, self.sequence, self.version, self.kind, self.crd)
+
+
+Header = tuple[str | None, int, str, str, bool]  # what a commit record carries
 
 
 @dataclass(slots=True)
-class _Pending:
+class Record:
+    """One recorded change: ``entry`` None is a deletion; ``resume_rv`` the resume point that
+    becomes valid once it commits."""
+
     seq: int
-    uid: str | None
+    uid: str
     entry: Entry | None
     resume_rv: str | None
     acked: bool = False
 
 
 class StreamTracker:
-    def __init__(self, checkpoint: StreamCheckpoint) -> None:
+    def __init__(self, checkpoint: StreamCheckpoint, *, journal: bool = False) -> None:
+        """``journal``: keep every recorded change for ``take_journal`` (a checkpoint writer
+        must take them, or they accumulate)."""
         self.committed = checkpoint
+        self.journaled = journal
         self._next_seq = checkpoint.sequence + 1
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[Record] = deque()
         self._overlay: dict[str, tuple[int, Entry | None]] = {}
+        self._journal: list[Record] = []  # recorded, not yet taken by the journal writer
+        self._journaled_header: Header | None = None
+
+    # ---- the journal writer's side --------------------------------------------------------
+
+    def take_journal(self) -> tuple[list[Record], Header | None]:
+        """The changes recorded since the last call, and the committed header if it moved
+        since then (None otherwise). Synchronous: a consistent cut."""
+        taken, self._journal = self._journal, []
+        header = self.committed.header()
+        if header == self._journaled_header:
+            return taken, None
+        self._journaled_header = header
+        return taken, header
+
+    def pending(self) -> list[tuple[int, str, Entry | None]]:
+        """Recorded changes not yet committed (seq, uid, entry or None for a deletion)."""
+        return [(p.seq, p.uid, p.entry) for p in self._pending]
 
     # ---- the watcher's side --------------------------------------------------------------
 
@@ -52,7 +93,10 @@ class StreamTracker:
         """A change observed for ``uid`` (``entry`` None = deleted); returns its sequence."""
         seq = self._next_seq
         self._next_seq += 1
-        self._pending.append(_Pending(seq, uid, entry, resume_rv))
+        item = Record(seq, uid, entry, resume_rv)
+        self._pending.append(item)
+        if self.journaled:
+            self._journal.append(item)
         self._overlay[uid] = (seq, entry)
         return seq
 
@@ -68,7 +112,10 @@ class StreamTracker:
         pending = self._overlay.get(uid)
         if pending is not None:
             return pending[1]
-        return self.committed.inventory.get(uid)
+        committed = self.committed
+        if committed.uncertain and uid in committed.uncertain:
+            return None  # delivered again by whoever sees it next (watch or re-list)
+        return committed.inventory.get(uid)
 
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every object that currently exists as far as the handed-on changes go."""
@@ -90,17 +137,18 @@ class StreamTracker:
         while self._pending and self._pending[0].acked:
             self._commit(self._pending.popleft())
 
-    def _commit(self, item: _Pending) -> None:
+    def _commit(self, item: Record) -> None:
         committed = self.committed
         committed.sequence = item.seq
-        if item.uid is not None:
-            if item.entry is None:
-                committed.inventory.remove(item.uid)
-            else:
-                committed.inventory.put(item.uid, item.entry)
-            current = self._overlay.get(item.uid)
-            if current is not None and current[0] == item.seq:
-                del self._overlay[item.uid]
+        if item.entry is None:
+            committed.inventory.remove(item.uid)
+        else:
+            committed.inventory.put(item.uid, item.entry)
+        if committed.uncertain:
+            committed.uncertain.discard(item.uid)
+        current = self._overlay.get(item.uid)
+        if current is not None and current[0] == item.seq:
+            del self._overlay[item.uid]
         if item.resume_rv is not None:
             committed.resource_version = item.resume_rv
 

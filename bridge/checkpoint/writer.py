@@ -1,0 +1,185 @@
+"""The checkpoint writer: journal first, then deliver; compact into a base now and then.
+
+Why a write-ahead journal (and not a periodic full save):
+- **Nothing that left the process is unknown to the next start.** A change is handed to a
+  sink only after the journal segment recording it is durable (``durable()``, awaited by
+  delivery before each dispatch). After a crash the journal says which objects *may* have
+  reached a sink; they load as uncertain objects and are delivered again or deleted, so a
+  crash before the first save, during the initial snapshot, in a crash loop, or followed by
+  a ``410`` loses no deletion. (A consumer may get a synthetic ``deleted`` for an object
+  whose ``added`` never reached it, as with client-go's ``DeletedFinalStateUnknown``.)
+- **Cost grows with changes, not objects.** A segment carries only what changed since the
+  last one: each change (~100 bytes) and, per stream, its committed position when it moved.
+  The base (every inventory) is rewritten only when the journal outgrows ``compact_ratio``
+  times the base, so bytes written stay within ``1 + 1/compact_ratio`` times the changes.
+- **Acknowledgements become durable within ``interval``**, or sooner when a segment goes
+  out anyway, so a restart repeats at most that much; a crash loop makes progress.
+- **Group commit**: everything recorded before a flush starts goes into it, so under load
+  one store write covers many network reads; ``min_write_interval`` bounds writes per second
+  (the configmap store: every write is an API request).
+
+A store that cannot be written stops delivery (nothing may leave unjournaled): reported by a
+log line, ``kube_event_bridge_checkpoint_saves_total{result="error"}`` and readiness, then
+retried with backoff; the next successful write is a full base. A fenced store
+(``CheckpointFenced``: another writer took over) is fatal: the daemon stops with exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from bridge import metrics
+from bridge.checkpoint.codec import (
+    CheckpointFenced,
+    StreamOps,
+    StreamState,
+    encode_base,
+    encode_segments,
+)
+from bridge.checkpoint.store import CheckpointStore
+from bridge.watch.backoff import Backoff
+from bridge.watch.tracker import StreamTracker
+
+log = logging.getLogger(__name__)
+
+Trackers = Callable[[], Mapping[str, StreamTracker]]
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    interval: float = 1.0  # acknowledgements reach the store within this many seconds
+    min_write_interval: float = 0.0  # at least this long between two store writes
+    compact_ratio: float = 1.0  # a new base once the journal outgrows ratio x the base
+    compact_min_bytes: int = 1 << 20  # ... and this many bytes
+
+
+class CheckpointWriter:
+    def __init__(self, store: CheckpointStore, trackers: Trackers, *,
+                 options: WriterOptions | None = None) -> None:
+        self.store = store
+        self._trackers = trackers
+        self.options = options or WriterOptions()
+        self._started = 0  # flushes begun
+        self._completed = 0  # the last flush that made its records durable
+        self._done = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._base_bytes = 0
+        self._journal_bytes = 0
+        self._segments = 0
+        self._rebase_next = True
+        self._next_write = 0.0  # monotonic time before which no write starts
+        self.failing_since: float | None = None
+        self.last_success = time.monotonic()
+        self.first_durable: float | None = None  # monotonic time of the first write
+
+    # ---- delivery's side -----------------------------------------------------------------
+
+    async def durable(self) -> None:
+        """Return once everything recorded before this call is in the store."""
+        target = self._started + 1  # a flush already under way may have missed it
+        self._wake.set()
+        async with self._done:
+            await self._done.wait_for(lambda: self._completed >= target)
+
+    # ---- the writer task -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Flush when asked (``durable``) or every ``interval``; owned by the daemon's
+        supervisor: it only ends by raising ``CheckpointFenced``."""
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.options.interval)
+            except TimeoutError:
+                pass
+            delay = self._next_write - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self._wake.clear()
+            try:
+                await self.flush()
+            except CheckpointFenced:
+                raise
+            except Exception as exc:
+                self._failed(exc)
+                await asyncio.sleep(backoff.next_delay())
+                self._wake.set()  # retry: delivery waits for this
+                continue
+            backoff.reset()
+            metrics.checkpoint_age.set(0.0)
+
+    def _failed(self, exc: Exception) -> None:
+        metrics.checkpoint_saves.labels(result="error").inc()
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        self._rebase_next = True  # what the failed write carried is only in memory now
+        metrics.checkpoint_age.set(now - self.last_success)
+        log.error("CHECKPOINT NOT WRITTEN to %s: %s. Delivery waits (nothing is sent that "
+                  "the checkpoint does not cover) and retries with backoff; failing for %.0fs. "
+                  "Fix the store (disk full? read-only? permissions? broker down?).",
+                  self.store.description, exc, now - self.failing_since)
+
+    async def flush(self) -> None:
+        """One write: a journal segment with every change recorded and every committed
+        position moved since the last one, or a new base when the journal has grown too
+        big (or the last write failed)."""
+        self._started += 1
+        epoch = self._started
+        trackers = self._trackers()
+        ops: list[StreamOps] = []
+        for key, tracker in trackers.items():
+            records, header = tracker.take_journal()
+            if records or header is not None:
+                ops.append((key, header, records))
+        writes = 0
+        if self._rebase_next or self._compaction_due(ops):
+            blob = encode_base((key, StreamState(t.committed, t.pending()))
+                               for key, t in trackers.items())
+            await self.store.rebase(blob)
+            self._wrote("base", len(blob))
+            self._base_bytes, self._journal_bytes, self._segments = len(blob), 0, 0
+            self._rebase_next = False
+            writes = 1
+        elif ops:
+            for segment in encode_segments(ops, self.store.segment_limit):
+                await self.store.append(segment)
+                self._wrote("journal", len(segment))
+                self._journal_bytes += len(segment)
+                self._segments += 1
+                writes += 1
+        now = time.monotonic()
+        if writes:
+            self._next_write = now + writes * self.options.min_write_interval
+            if self.first_durable is None:
+                self.first_durable = now
+        if self.failing_since is not None:
+            log.info("checkpoint store %s is writable again after %.0fs",
+                     self.store.description, now - self.failing_since)
+        self.failing_since = None
+        self.last_success = now  # nothing to write counts: the store holds everything
+        async with self._done:
+            self._completed = epoch
+            self._done.notify_all()
+
+    def _compaction_due(self, ops: list[StreamOps]) -> bool:
+        if self._segments >= self.store.max_segments:
+            return True
+        pending = sum(len(records) for _, _, records in ops) * 100  # a rough size
+        threshold = max(self.options.compact_min_bytes,
+                        self.options.compact_ratio * self._base_bytes)
+        return self._journal_bytes + pending > threshold
+
+    def _wrote(self, kind: str, size: int) -> None:
+        metrics.checkpoint_saves.labels(result="ok").inc()
+        metrics.checkpoint_writes.labels(kind=kind).inc()
+        metrics.checkpoint_bytes.labels(kind=kind).inc(size)
+        log.debug("checkpoint %s written: %d bytes", kind, size)
+
+    @property
+    def failing(self) -> bool:
+        return self.failing_since is not None
