@@ -97,9 +97,10 @@ class Delivery:
         return self._in_flight
 
     def sinks_down(self) -> list[str]:
-        """Sinks failing, stalled on acknowledgements, or reporting themselves unhealthy."""
-        return [w.name for w in self.workers
-                if w.failing_since is not None or w.stalled or not w.sink.healthy]
+        """Names of the sinks that are down (``SinkWorker.down_reason`` says why): failing,
+        stalled on acknowledgements, unhealthy, unable to dead-letter, or stopped for good
+        after breaking the sink protocol."""
+        return [w.name for w in self.workers if w.down]
 
     async def drain(self) -> bool:
         """Wait until everything dispatched is acknowledged (used at shutdown)."""
