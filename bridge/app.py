@@ -1,5 +1,11 @@
 """The daemon: wires config -> credentials -> engine -> delivery -> sinks, with checkpoints,
-the health server, progress logs and graceful shutdown."""
+the health server, progress logs and graceful shutdown.
+
+How it ends (the exit code says which): a stop signal flushes in-flight events within
+``shutdown_grace``, journals the acknowledged positions and exits 0; a fatal failure of a
+daemon-level task (``bridge.supervision``), a fenced checkpoint or a lost Lease stops
+reading and sending at once, writes nothing more and exits 1, so that the orchestrator
+restarts it (or a standby takes over) from the checkpoint."""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ import logging
 import time
 
 from bridge import metrics
-from bridge.checkpoint.codec import CheckpointError, decode
+from bridge.checkpoint.codec import CheckpointError
 from bridge.checkpoint.factory import build_store
-from bridge.checkpoint.store import Saver
+from bridge.checkpoint.replay import restore
+from bridge.checkpoint.store import CheckpointStore
+from bridge.checkpoint.writer import CheckpointWriter, WriterOptions
 from bridge.config.model import Config
 from bridge.delivery.pipeline import Delivery
 from bridge.delivery.size import SizePolicy
@@ -22,6 +30,7 @@ from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.leader import LeaderElector, default_identity
 from bridge.metrics import synced_streams
+from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions, WatchEngine
 from bridge.watch.reflector import WatchOptions
@@ -50,7 +59,7 @@ def engine_options(config: Config) -> EngineOptions:
                            field_selector=w.field_selector, watch_list=w.watch_list,
                            event_types=frozenset(DeltaType(t) for t in w.event_types)),
         max_in_flight=config.max_in_flight, list_concurrency=w.list_concurrency,
-        recheck_interval=w.recheck_interval, versions=dict(w.versions))
+        recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True)
 
 
 def event_builder(config: Config) -> EventBuilder:
@@ -63,6 +72,24 @@ def event_builder(config: Config) -> EventBuilder:
                                      redactor=redactor))
 
 
+def writer_options(config: Config, store: CheckpointStore) -> WriterOptions:
+    c = config.checkpoint
+    spacing = c.min_write_interval
+    return WriterOptions(
+        interval=c.interval, compact_ratio=c.compact_ratio,
+        min_write_interval=store.default_min_write_interval if spacing is None else spacing)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of ``events`` is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 class Bridge:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -71,7 +98,8 @@ class Bridge:
         self.delivery: Delivery | None = None
         self.synced_at: float | None = None
         self.elector: LeaderElector | None = None
-        self.lost_leadership = False
+        self.writer: CheckpointWriter | None = None
+        self.supervisor = Supervisor()
 
     def ready(self) -> tuple[bool, str]:
         elector = self.elector
@@ -87,6 +115,8 @@ class Bridge:
         down = self.delivery.sinks_down()
         if down:
             return False, f"sinks down: {', '.join(down)}"
+        if self.writer is not None and self.writer.failing:
+            return False, f"checkpoint store failing: {self.writer.store.description}"
         return True, "ready"
 
     async def run(self) -> int:
@@ -113,9 +143,10 @@ class Bridge:
             try:
                 await self._work(transport, elector)
             finally:
-                if elector is not None:
+                await self.supervisor.stop()
+                if elector is not None and elector.leading:
                     await elector.release()
-            return 1 if self.lost_leadership else 0
+            return 1 if self.supervisor.failed.is_set() else 0
         finally:
             await transport.close()
             if http is not None:
@@ -144,53 +175,73 @@ class Bridge:
 
     async def _keep_leading(self, elector: LeaderElector) -> None:
         await elector.keep()
-        log.error("lost leadership: stopping so that a standby continues from the checkpoint")
-        self.lost_leadership = True
-        self.stopping.set()
+        self.supervisor.fail("lost the leader Lease: stopping at once (nothing more is sent "
+                             "or saved) so that a standby continues from the checkpoint")
 
     async def _work(self, transport: HttpTransport, elector: LeaderElector | None) -> None:
         config = self.config
+        started = time.monotonic()
         store = build_store(config, transport)
         try:
             try:
-                checkpoints = decode(await store.load())
+                stored = await store.load()
+                checkpoints = restore(stored.base, stored.segments)
             except (CheckpointError, OSError) as exc:
                 raise StartupError(f"cannot read the checkpoint from {store.description}: "
                                    f"{exc}") from exc
             if checkpoints:
-                log.info("resuming %d streams from the checkpoint in %s", len(checkpoints),
-                         store.description)
+                log.info("resuming %d streams from the checkpoint in %s (%d journal "
+                         "segments)", len(checkpoints), store.description,
+                         len(stored.segments))
             sinks = [registry.build(s, config.cluster, config.events.max_bytes)
                      for s in config.sinks]
             await self._connect(sinks)
             engine = self.engine = WatchEngine(transport, selection(config),
                                                engine_options(config), checkpoints)
+            writer = self.writer = CheckpointWriter(store, engine.trackers,
+                                                    options=writer_options(config, store))
+            await writer.flush()  # a durable checkpoint (and a fence) before anything is read
+            log.info("checkpoint durable in %s %.2fs after start", store.description,
+                     time.monotonic() - started)
             e = config.events
             delivery = self.delivery = Delivery(
                 engine, event_builder(config), sinks,
-                SizePolicy(e.max_bytes, tuple(e.drop_fields), e.oversize))
-            saver = Saver(store, engine.checkpoints, config.checkpoint.interval)
-            await delivery.start()
+                SizePolicy(e.max_bytes, tuple(e.drop_fields), e.oversize),
+                durable=writer.durable)
+            supervisor = self.supervisor
+            await delivery.start(supervisor)
             await engine.start()
-            tasks = [asyncio.create_task(saver.run(), name="checkpoints"),
-                     asyncio.create_task(self._progress(engine), name="progress")]
+            supervisor.spawn(writer.run(), name="checkpoint writer")
+            supervisor.spawn(self._progress(engine), name="progress")
             if elector is not None:
-                tasks.append(asyncio.create_task(self._keep_leading(elector), name="lease"))
-            await self.stopping.wait()
+                supervisor.spawn(self._keep_leading(elector), name="lease keeper")
+            await _first(self.stopping, supervisor.failed)
+            if supervisor.failed.is_set():  # stop sending and writing, then reading
+                await supervisor.stop()
+                await engine.stop()
+                await delivery.stop()
+                return
             log.info("stopping: no new changes are read; flushing %d in-flight events "
                      "(grace %.0fs)", delivery.in_flight, config.shutdown_grace)
             await engine.stop()
             flushed = await self._flush(engine, delivery, config.shutdown_grace)
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            saved = await saver.save()
+            saved = not supervisor.failed.is_set() and await self._final_write(writer)
+            await supervisor.stop()
             await delivery.stop()
             log.info("stopped: %s; checkpoint %s", "all events flushed" if flushed else
                      "grace period over, unflushed events will be re-sent on the next start",
                      "saved" if saved else "NOT saved")
         finally:
             await store.close()
+
+    async def _final_write(self, writer: CheckpointWriter) -> bool:
+        try:
+            await writer.flush()
+            return True
+        except Exception as exc:
+            log.error("final checkpoint write to %s failed: %s (the next start repeats what "
+                      "was acknowledged since the last write)", writer.store.description, exc)
+            return False
 
     async def _connect(self, sinks: list[Sink]) -> None:
         """Connect what is reachable now; the rest connect on first send (with retries), and
@@ -206,7 +257,7 @@ class Bridge:
 
     async def _flush(self, engine: WatchEngine, delivery: Delivery, grace: float) -> bool:
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not self.supervisor.failed.is_set():
             if engine.queued == 0 and delivery.in_flight == 0:
                 return True
             await asyncio.sleep(0.05)

@@ -25,9 +25,9 @@ its segments back into checkpoints.
 from __future__ import annotations
 
 import time
-from typing import Any
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 

@@ -32,6 +32,7 @@ _FRAME = struct.Struct(">II")
 class FileStore:
     segment_limit = 4 * 1024 * 1024
     max_segments = 1_000_000  # one read for the whole journal: no per-segment cost
+    default_min_write_interval = 0.0
 
     def __init__(self, directory: str, name: str = "checkpoint.bin") -> None:
         self.path = Path(directory) / name

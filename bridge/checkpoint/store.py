@@ -24,6 +24,7 @@ class CheckpointStore(Protocol):
     description: str
     segment_limit: int  # bytes one ``append`` should not exceed
     max_segments: int  # segments after which the writer compacts (each costs a read on load)
+    default_min_write_interval: float  # seconds between writes unless configured
 
     async def load(self) -> Stored: ...
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from bridge import metrics
@@ -15,6 +15,7 @@ from bridge.delivery.size import SizePolicy
 from bridge.delivery.worker import SinkWorker
 from bridge.events.builder import EventBuilder
 from bridge.events.event import Event
+from bridge.supervision import Supervisor
 from bridge.watch.delta import Delta
 from sinks.base import RouteFilter, Sink
 
@@ -27,8 +28,12 @@ class DeltaSource(Protocol):
 
 class Delivery:
     def __init__(self, source: DeltaSource, builder: EventBuilder, sinks: list[Sink],
-                 policy: SizePolicy | None = None) -> None:
+                 policy: SizePolicy | None = None, *,
+                 durable: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``durable``: awaited before each dispatch; returns once every change recorded so
+        far is in the checkpoint journal (nothing leaves the process unjournaled)."""
         self.source = source
+        self._durable = durable
         self.builder = builder
         self.policy = policy or SizePolicy()
         self.workers = [SinkWorker(sink, self._acked) for sink in sinks]
@@ -41,13 +46,18 @@ class Delivery:
         self._idle.set()
         metrics.in_flight.set_function(lambda: self._in_flight)
 
-    async def start(self) -> None:
-        self._tasks = [asyncio.create_task(w.run(), name=f"sink {w.name}")
-                       for w in self.workers]
-        self._tasks.append(asyncio.create_task(self._dispatch_all(), name="dispatch"))
+    async def start(self, supervisor: Supervisor | None = None) -> None:
+        """The workers and the dispatcher run as daemon-level tasks owned by ``supervisor``
+        (the daemon's: one that ends is fatal), or by one of their own."""
+        owner = supervisor or Supervisor()
+        self._tasks = [owner.spawn(w.run(), name=f"sink {w.name}") for w in self.workers]
+        self._tasks.append(owner.spawn(self._dispatch_all(), name="dispatch"))
 
     async def _dispatch_all(self) -> None:
+        durable = self._durable
         async for deltas in self.source:
+            if durable is not None:
+                await durable()
             self.dispatch(deltas)
 
     def dispatch(self, deltas: Sequence[Delta]) -> None:

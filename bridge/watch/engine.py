@@ -45,6 +45,7 @@ class EngineOptions:
     list_concurrency: int = 8
     recheck_interval: float = 60.0
     versions: dict[str, str] = field(default_factory=dict)  # "plural.group" -> version
+    journal: bool = False  # trackers keep their changes for a checkpoint writer's journal
 
 
 @dataclass
@@ -77,8 +78,8 @@ class WatchEngine:
         self.transport = transport
         self.selection = selection
         self.options = options or EngineOptions()
-        self._checkpoints = dict(checkpoints or {})
-        self._trackers: dict[str, StreamTracker] = {}
+        self._trackers = {key: StreamTracker(checkpoint, journal=self.options.journal)
+                          for key, checkpoint in (checkpoints or {}).items()}
         self._streams: dict[str, _Stream] = {}
         self._kinds: dict[str, KindStatus] = {}
         self._ready: deque[list[Delta]] = deque()  # bounded by the window
@@ -156,13 +157,15 @@ class WatchEngine:
                 tracker.ack(delta.sequence)
         self._window.release(len(deltas))
 
+    def trackers(self) -> dict[str, StreamTracker]:
+        """Every stream's tracker, including streams loaded from the checkpoint and not
+        watched (yet): what the checkpoint writer persists (a start that cannot discover
+        its kinds, API server down, must not write a checkpoint that forgot them)."""
+        return self._trackers
+
     def checkpoints(self) -> dict[str, StreamCheckpoint]:
-        """The committed state of every stream (only acked changes count), and the loaded
-        state of streams not watched (yet): a start that cannot discover its kinds (API
-        server down) must not save a checkpoint that forgot them."""
-        states = dict(self._checkpoints)
-        states.update((key, tracker.committed) for key, tracker in self._trackers.items())
-        return states
+        """The committed state of every stream (only acked changes count)."""
+        return {key: tracker.committed for key, tracker in self._trackers.items()}
 
     # ---- status --------------------------------------------------------------------------
 
@@ -203,8 +206,8 @@ class WatchEngine:
     def _tracker(self, key: str, resource: Resource, builtin: bool) -> StreamTracker:
         tracker = self._trackers.get(key)
         if tracker is None:
-            checkpoint = self._checkpoints.pop(key, None) or StreamCheckpoint()
-            tracker = self._trackers[key] = StreamTracker(checkpoint)
+            tracker = self._trackers[key] = StreamTracker(StreamCheckpoint(),
+                                                          journal=self.options.journal)
         committed = tracker.committed
         committed.version, committed.kind = resource.version, resource.kind
         committed.crd = not builtin
@@ -323,7 +326,10 @@ class WatchEngine:
 
     def _on_discovery_synced(self) -> None:
         self._discovery_synced.set()
-        for key, checkpoint in sorted(self._checkpoints.items()):
+        for key, tracker in sorted(self._trackers.items()):
+            if key in self._streams:
+                continue
+            checkpoint = tracker.committed
             if checkpoint.crd and checkpoint.kind and _group_resource(key) not in self._crds:
                 self._spawn(self._drain(key, checkpoint), f"drain {key}")
                 continue

@@ -10,7 +10,8 @@ from typing import Any
 
 from kubernetes import client as k8s
 
-from bridge.checkpoint.codec import decode, encode
+from bridge.checkpoint.codec import encode
+from bridge.checkpoint.replay import decode
 from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.watch.delta import Delta

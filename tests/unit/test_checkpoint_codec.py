@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import struct
 import uuid
-from pathlib import Path
 
 import orjson
 import pytest
 
 from bridge.checkpoint.chunks import Manifest, digest, join, split
-from bridge.checkpoint.codec import MAGIC, CheckpointError, decode, encode
-from bridge.checkpoint.file import FileStore
+from bridge.checkpoint.codec import MAGIC, CheckpointError, encode
+from bridge.checkpoint.replay import decode
 from bridge.watch.inventory import Entry, Inventory
 from bridge.watch.tracker import StreamCheckpoint
 
@@ -44,22 +43,6 @@ def test_chunks_verify_their_digest() -> None:
     assert join(Manifest.loads(manifest.dumps()), parts) == blob
     with pytest.raises(CheckpointError):
         join(manifest, parts[:-1])
-
-
-async def test_file_store_atomic_replace(tmp_path: Path) -> None:
-    store = FileStore(str(tmp_path / "cp"))
-    assert await store.load() == b""
-    await store.save(b"one")
-    await store.save(b"two")
-    assert await store.load() == b"two"
-    assert [p.name for p in (tmp_path / "cp").iterdir()] == ["checkpoint.bin"]
-
-
-async def test_file_store_reports_an_unusable_directory(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("")  # works even as root, unlike a read-only mode
-    with pytest.raises(OSError):
-        await FileStore(str(blocker / "sub")).save(b"x")
 
 
 def test_version_1_checkpoints_are_still_read() -> None:
