@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+from bridge.errors import ConfigError
 from sinks.base import Sink, SinkSettings
 from sinks.jsonl import JsonlSettings, JsonlSink
 from sinks.kafka import KafkaSettings, KafkaSink
@@ -20,8 +21,8 @@ from sinks.null import NullSettings, NullSink
 ENTRY_POINT_GROUP = "kube_event_bridge.sinks"
 
 
-class UnknownSinkType(LookupError):
-    pass
+class UnknownSinkType(ConfigError, LookupError):
+    """A sink ``type`` that is neither built in nor a registered plugin."""
 
 
 def plugin_class(type_name: str) -> Any:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import re
 import string
 
+from bridge.errors import ConfigError
 from bridge.events.event import Event
 
 PLACEHOLDERS = ("cluster", "group", "version", "plural", "kind", "namespace", "name", "type")
 _UNSAFE = re.compile(r"[.*>\s]")
 
 
-class TemplateError(ValueError):
-    pass
+class TemplateError(ConfigError, ValueError):
+    """A topic/subject template that cannot be rendered (a ``ValueError`` too, so that the
+    config model's validators report it as a validation error of its field)."""
 
 
 def placeholders_in(template: str) -> list[str]:
