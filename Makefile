@@ -21,9 +21,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed ## the Python virtualenv with runtime and test dependencies
 
-lint: venv ## ruff and mypy
+lint: venv ## ruff, mypy and the layering contracts (import-linter, in pyproject.toml)
 	$(PY) -m ruff check bridge sinks tests bench
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 world-up: deps venv ## build (first time) and start kube-apiserver+etcd, Kafka, NATS on loopback
 	$(PY) -m tests.env up
