@@ -5,6 +5,15 @@ A candidate takes the Lease when it does not exist, or when its record has not c
 matter). Writes use the Lease's resourceVersion, so two candidates can never both win. The
 leader renews every ``retry_period``; if it cannot renew within ``renew_deadline`` it gives
 up leadership (and the daemon stops, so a standby continues from the shared checkpoint).
+
+Leadership is bounded in time, not only by what ``keep()`` noticed: ``leading`` turns false
+``renew_deadline`` after the start of the last successful acquire/renew attempt, even when
+the event loop was too busy to run ``keep()``. Each attempt is time-boxed to that deadline
+(a hung request cannot stretch it), and ``renew_deadline`` must be shorter than the
+``leaseDurationSeconds`` written into the Lease, so this instance stops leading before any
+other candidate can see the Lease as expired. ``keep()`` raises ``LeadershipLost`` at that
+moment (or at once when another candidate took the Lease); any other exception in it
+propagates unchanged to whoever owns the task (the daemon's ``Supervisor``).
 """
 
 from __future__ import annotations
@@ -21,10 +30,21 @@ from typing import Any
 import orjson
 
 from bridge import metrics
-from bridge.errors import ApiError, TransportError
+from bridge.errors import ApiError, BridgeError, ConfigError, TransportError
 from bridge.kube.transport import Transport, get_object
 
 log = logging.getLogger(__name__)
+
+
+class LeadershipLost(BridgeError):
+    """This instance no longer holds the leader Lease (``reason`` says why, ``lost_at`` is
+    the ``time.monotonic()`` moment it stopped leading). Stop reading and sending at once;
+    do not save a checkpoint: the new leader owns it."""
+
+    def __init__(self, lease: str, reason: str, lost_at: float) -> None:
+        super().__init__(f"lost the leader lease {lease}: {reason}")
+        self.reason = reason
+        self.lost_at = lost_at
 
 
 def _now() -> str:
@@ -47,10 +67,33 @@ class LeaderElector:
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
-        self.leading = False
+        if renew_deadline >= self._lease_seconds():
+            raise ConfigError(
+                f"leader_election.renew_deadline ({renew_deadline:g}s) must be shorter than "
+                f"leader_election.lease_duration ({self._lease_seconds()}s as written into the "
+                "Lease): otherwise another instance may take over while this one still leads")
         self.holder: str | None = None  # who held the Lease when this candidate last lost
         self._observed: tuple[str, float] | None = None  # (record fingerprint, monotonic)
         self._lease: dict[str, Any] | None = None
+        self._leading = False  # acquired and neither lost nor released
+        self._renew_by = 0.0  # monotonic: leadership ends here unless renewed before
+        self._lost_at: float | None = None
+
+    @property
+    def leading(self) -> bool:
+        """True while this instance holds the Lease: acquired, and renewed less than
+        ``renew_deadline`` ago (by the clock, even if ``keep()`` could not run meanwhile)."""
+        return self._leading and time.monotonic() < self._renew_by
+
+    @property
+    def lost_at(self) -> float | None:
+        """``time.monotonic()`` when leadership was lost (None: never lost, or released)."""
+        if self._lost_at is None and self._leading and time.monotonic() >= self._renew_by:
+            return self._renew_by  # overdue, keep() has not run yet to notice
+        return self._lost_at
+
+    def _lease_seconds(self) -> int:
+        return max(1, round(self.lease_duration))
 
     async def _get(self) -> dict[str, Any] | None:
         return await get_object(self.transport, f"{self.path}/{self.name}")
@@ -58,7 +101,7 @@ class LeaderElector:
     def _spec(self, transitions: int, acquire: str | None) -> dict[str, Any]:
         now = _now()
         return {"holderIdentity": self.identity,
-                "leaseDurationSeconds": max(1, round(self.lease_duration)),
+                "leaseDurationSeconds": self._lease_seconds(),
                 "acquireTime": acquire or now, "renewTime": now,
                 "leaseTransitions": transitions}
 
@@ -103,12 +146,27 @@ class LeaderElector:
             raise
         return True
 
+    async def _attempt(self) -> tuple[bool, float]:
+        """One acquire/renew attempt, time-boxed to ``renew_deadline``: (held, started)."""
+        started = time.monotonic()
+        box = asyncio.timeout(self.renew_deadline)
+        try:
+            async with box:
+                return await self.try_acquire_or_renew(), started
+        except TimeoutError as exc:
+            if not box.expired():
+                raise
+            raise TransportError(f"lease {self.name}: no answer within "
+                                 f"{self.renew_deadline:g}s") from exc
+
     async def acquire(self) -> None:
         """Wait until this candidate is the leader."""
         announced = False
         while True:
             try:
-                if await self.try_acquire_or_renew():
+                held, started = await self._attempt()
+                if held:
+                    self._renew_by = started + self.renew_deadline
                     self._set_leading(True)
                     return
             except (ApiError, TransportError) as exc:
@@ -119,27 +177,55 @@ class LeaderElector:
             await asyncio.sleep(self.retry_period)
 
     async def keep(self) -> None:
-        """Renew until renewal fails for ``renew_deadline``; then return (leadership lost)."""
-        last_ok = time.monotonic()
+        """Renew every ``retry_period`` while leading; it never returns.
+
+        Raises ``LeadershipLost`` when another candidate took the Lease, or as soon as no
+        renewal succeeded within ``renew_deadline`` (failed attempts are retried until
+        then, each time-boxed to what is left). Any other exception propagates unchanged.
+        Cancelling it keeps the leadership (``release()`` hands it over)."""
+        if not self.leading:
+            raise self._lose("not leading when keep() started")
+        last_error: Exception | None = None
         while True:
-            await asyncio.sleep(self.retry_period)
+            await asyncio.sleep(max(0.0, min(self.retry_period,
+                                             self._renew_by - time.monotonic())))
+            started = time.monotonic()
+            budget = self._renew_by - started
+            if budget <= 0:
+                raise self._lose(f"could not renew it within {self.renew_deadline:g}s "
+                                 f"(last error: {last_error or 'none'})")
+            box = asyncio.timeout(budget)
             try:
-                if await self.try_acquire_or_renew():
-                    last_ok = time.monotonic()
-                    continue
-                log.error("leader election: lease %s was taken over", self.name)
-                break
+                async with box:
+                    renewed = await self.try_acquire_or_renew()
+            except TimeoutError as exc:
+                if not box.expired():
+                    raise
+                raise self._lose(f"could not renew it within {self.renew_deadline:g}s "
+                                 f"(the last attempt did not answer; before it: "
+                                 f"{last_error or 'none'})") from exc
             except (ApiError, TransportError) as exc:
-                log.warning("leader election: renewal failed: %s", exc)
-            if time.monotonic() - last_ok > self.renew_deadline:
-                log.error("leader election: could not renew lease %s for %.0fs", self.name,
-                          self.renew_deadline)
-                break
+                last_error = exc
+                log.warning("leader election: renewal failed (%.1fs left to renew lease "
+                            "%s): %s", self._renew_by - time.monotonic(), self.name, exc)
+                continue
+            if not renewed:
+                raise self._lose(f"it was taken over by {self.holder}")
+            self._renew_by = started + self.renew_deadline
+
+    def _lose(self, reason: str) -> LeadershipLost:
+        lost_at = min(time.monotonic(), self._renew_by) if self._leading else time.monotonic()
+        self._lost_at = lost_at
         self._set_leading(False)
+        error = LeadershipLost(self.name, reason, lost_at)
+        log.error("leader election: %s", error)
+        return error
 
     async def release(self) -> None:
         """Hand the Lease over at once on a clean shutdown (standbys need not wait)."""
         if not self.leading or self._lease is None:
+            if self._leading and not self.leading:  # overdue: lost, not handed over
+                self._lose(f"not renewed within {self.renew_deadline:g}s")
             return
         lease = dict(self._lease)
         lease["spec"] = {**lease.get("spec", {}), "holderIdentity": "",
@@ -152,8 +238,10 @@ class LeaderElector:
         self._set_leading(False)
 
     def _set_leading(self, leading: bool) -> None:
-        if leading and not self.leading:
+        if leading and not self._leading:
             log.info("leader election: %s is now the leader (lease %s)", self.identity,
                      self.name)
-        self.leading = leading
+        if leading:
+            self._lost_at = None
+        self._leading = leading
         metrics.is_leader.set(1 if leading else 0)
