@@ -8,6 +8,7 @@ a list per network read so the engine handles a read's events in one go.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
@@ -100,8 +101,11 @@ class HttpTransport:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            self._creds.start()  # exec credentials: refreshed ahead of expiry from now on
+            # TLS is chosen per request (_ssl): a rotated client certificate is presented by
+            # new connections (the pool keys connections by context), in-flight watches keep
+            # theirs, idle old ones close after keepalive_timeout
             connector = aiohttp.TCPConnector(
-                ssl=self._creds.ssl_context if self._creds.ssl_context is not None else False,
                 limit=0,
                 keepalive_timeout=30,
             )
@@ -110,6 +114,9 @@ class HttpTransport:
                 json_serialize=lambda o: orjson.dumps(o).decode(),
             )
         return self._session
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        return self._creds.ssl_context if self._creds.ssl_context is not None else False
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json", "User-Agent": "kube-event-bridge"}
@@ -130,18 +137,24 @@ class HttpTransport:
     ) -> bytes:
         timeout = aiohttp.ClientTimeout(total=self._request_timeout,
                                         connect=self._connect_timeout)
-        try:
-            async with self._get_session().request(
-                method, path, params=params, data=body, timeout=timeout,
-                headers=self._headers(content_type if body is not None else None),
-            ) as resp:
-                data = await resp.read()
-                metrics.api_requests.labels(verb=method, code=str(resp.status)).inc()
-                if resp.status >= 400:
-                    raise api_error(resp.status, data, path)
-                return data
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"{method} {path}: {exc!r}") from exc
+        for attempt in (1, 2):  # a second one only after a 401 that refreshed credentials
+            generation = self._creds.generation
+            try:
+                async with self._get_session().request(
+                    method, path, params=params, data=body, timeout=timeout, ssl=self._ssl(),
+                    headers=self._headers(content_type if body is not None else None),
+                ) as resp:
+                    data = await resp.read()
+                    metrics.api_requests.labels(verb=method, code=str(resp.status)).inc()
+                    if (resp.status == 401 and attempt == 1
+                            and await self._creds.unauthorized(generation)):
+                        continue
+                    if resp.status >= 400:
+                        raise api_error(resp.status, data, path)
+                    return data
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise TransportError(f"{method} {path}: {exc!r}") from exc
+        raise AssertionError("unreachable")
 
     @asynccontextmanager
     async def stream(
@@ -149,18 +162,26 @@ class HttpTransport:
     ) -> AsyncIterator[AsyncIterator[list[bytes]]]:
         timeout = aiohttp.ClientTimeout(total=None, connect=self._connect_timeout,
                                         sock_read=read_timeout)
-        try:
-            async with self._get_session().get(
-                path, params=params, timeout=timeout, headers=self._headers()
-            ) as resp:
-                metrics.api_requests.labels(verb="WATCH", code=str(resp.status)).inc()
-                if resp.status >= 400:
-                    raise api_error(resp.status, await resp.read(), path)
-                yield _guard(line_batches(resp.content.iter_any()), path)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise TransportError(f"watch {path}: {exc!r}") from exc
+        for attempt in (1, 2):  # a second one only after a 401 that refreshed credentials
+            generation = self._creds.generation
+            try:
+                async with self._get_session().get(
+                    path, params=params, timeout=timeout, ssl=self._ssl(),
+                    headers=self._headers(),
+                ) as resp:
+                    metrics.api_requests.labels(verb="WATCH", code=str(resp.status)).inc()
+                    if (resp.status == 401 and attempt == 1
+                            and await self._creds.unauthorized(generation)):
+                        continue
+                    if resp.status >= 400:
+                        raise api_error(resp.status, await resp.read(), path)
+                    yield _guard(line_batches(resp.content.iter_any()), path)
+                    return
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise TransportError(f"watch {path}: {exc!r}") from exc
 
     async def close(self) -> None:
+        await self._creds.close()
         if self._session is not None:
             await self._session.close()
 
