@@ -17,9 +17,9 @@ A journal segment is one JSON document, written whole (a store never exposes hal
                                                  [seq, uid], ...]], ...]}
 
 Per stream, the *intents* (changes recorded, made durable before any of them is handed to a
-sink) come first, then the stream's committed *header* ``[rv, seq, version, kind, crd]`` at
-the moment the segment was cut, when it moved. ``bridge.checkpoint.replay`` turns a base and
-its segments back into checkpoints.
+sink) come first, then the stream's committed *header* ``[rv, seq, version, kind, crd,
+listed]`` at the moment the segment was cut, when it moved. ``bridge.checkpoint.replay``
+turns a base and its segments back into checkpoints.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def encode_base(states: Iterable[tuple[str, StreamState]]) -> bytes:
         blobs.append(blob)
         streams.append({"key": key, "rv": cp.resource_version, "seq": cp.sequence,
                         "version": cp.version, "kind": cp.kind, "crd": cp.crd,
+                        "listed": cp.listed,
                         "bytes": len(blob), "uncertain": sorted(cp.uncertain),
                         "pending": [_row(*i) for i in state.pending]})
     header = orjson.dumps({"streams": streams, "saved_at": time.time()})
@@ -109,7 +110,7 @@ def decode_base(data: bytes) -> dict[str, StreamState]:
         checkpoint = StreamCheckpoint(
             stream["rv"], int(stream["seq"]), Inventory.loads(blob, legacy),
             stream.get("version", ""), stream.get("kind", ""), bool(stream.get("crd")),
-            set(stream.get("uncertain") or ()))
+            set(stream.get("uncertain") or ()), stream.get("listed"))
         pending = [_intent(row) for row in stream.get("pending") or ()]
         result[stream["key"]] = StreamState(checkpoint, pending)
     return result
@@ -163,5 +164,9 @@ def decode_segment(segment: bytes) -> Iterator[SegmentStream]:
 
 
 def _header(row: list[Any]) -> Header:
-    rv, seq, version, kind, crd = row
-    return (None if rv is None else str(rv)), int(seq), str(version), str(kind), bool(crd)
+    rv, seq, version, kind, crd, listed = row
+    return (_text(rv), int(seq), str(version), str(kind), bool(crd), _text(listed))
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)

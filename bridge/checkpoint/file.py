@@ -39,7 +39,6 @@ class FileStore:
         self.journal_path = self.path.with_name(name + ".journal")
         self.description = f"file {self.path}"
         self._lock_fd: int | None = None
-        self._journal_fd: int | None = None
         self._journal_end = 0  # where the next frame goes (after the last whole frame)
 
     async def load(self) -> Stored:
@@ -52,10 +51,9 @@ class FileStore:
         await asyncio.to_thread(self._rebase, base)
 
     async def close(self) -> None:
-        for fd in (self._journal_fd, self._lock_fd):
-            if fd is not None:
-                os.close(fd)
-        self._journal_fd = self._lock_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+        self._lock_fd = None
 
     # ---- in a worker thread --------------------------------------------------------------
 
@@ -103,19 +101,18 @@ class FileStore:
         return Stored(base, segments)
 
     def _append(self, segment: bytes) -> None:
-        if self._journal_fd is None:
-            self._journal_fd = os.open(self.journal_path, os.O_WRONLY)
         frame = _FRAME.pack(len(segment), zlib.crc32(segment)) + segment
-        _write_all(self._journal_fd, frame, self._journal_end)
-        os.fsync(self._journal_fd)
+        fd = os.open(self.journal_path, os.O_WRONLY)  # by path: a moved directory is an error
+        try:
+            _write_all(fd, frame, self._journal_end)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         self._journal_end += len(frame)
 
     def _rebase(self, base: bytes) -> None:
         self._lock()
         self._write_atomic(self.path, base)
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-            self._journal_fd = None
         self._write_atomic(self.journal_path, _journal_header(base))
         self._journal_end = _HEADER_SIZE
 

@@ -43,7 +43,7 @@ class Replay:
 
     def _commit(self, key: str, header: Header) -> None:
         cp = self._state(key)
-        rv, seq, cp.version, cp.kind, cp.crd = header
+        rv, seq, cp.version, cp.kind, cp.crd, cp.listed = header
         pending = self._pending.get(key) or {}
         for committed in sorted(s for s in pending if s <= seq):
             uid, entry = pending.pop(committed)

@@ -119,7 +119,7 @@ class CheckpointWriter:
             self.failing_since = now
         self._rebase_next = True  # what the failed write carried is only in memory now
         metrics.checkpoint_age.set(now - self.last_success)
-        log.error("CHECKPOINT NOT WRITTEN to %s: %s. Delivery waits (nothing is sent that "
+        log.error("CHECKPOINT NOT SAVED to %s: %s. Delivery waits (nothing is sent that "
                   "the checkpoint does not cover) and retries with backoff; failing for %.0fs. "
                   "Fix the store (disk full? read-only? permissions? broker down?).",
                   self.store.description, exc, now - self.failing_since)

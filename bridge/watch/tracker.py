@@ -39,12 +39,17 @@ class StreamCheckpoint:
     # objects whose last change may or may not have reached a sink (a crash came between
     # sending and acknowledging): delivered again, or deleted, by the next resume/re-list
     uncertain: set[str] = field(default_factory=set)
+    # the resourceVersion of the initial list while its snapshot is not yet committed: a
+    # start after a crash re-lists exactly there and replays the watch from it, so changes
+    # made since are delivered one by one (a fresh list would give only their final states)
+    listed: str | None = None
 
     def header(self) -> Header:
-        return (self.resource_version, self.sequence, self.version, self.kind, self.crd)
+        return (self.resource_version, self.sequence, self.version, self.kind, self.crd,
+                self.listed)
 
 
-Header = tuple[str | None, int, str, str, bool]  # what a commit record carries
+Header = tuple[str | None, int, str, str, bool, str | None]  # what a commit record carries
 
 
 @dataclass(slots=True)
@@ -99,6 +104,11 @@ class StreamTracker:
             self._journal.append(item)
         self._overlay[uid] = (seq, entry)
         return seq
+
+    def listing(self, rv: str) -> None:
+        """The initial list is served at ``rv``; recorded before its first change, so it is
+        journaled before any of them can leave (see ``StreamCheckpoint.listed``)."""
+        self.committed.listed = rv
 
     def mark(self, resume_rv: str) -> None:
         """A resume point that needs no delivery (bookmark, end of a re-list)."""
