@@ -260,12 +260,6 @@ class Credentials:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def refresh(self, reason: str = "requested") -> bool:
-        """Run the plugin now (or join the run in progress); True when it succeeded."""
-        if self._plugin is None:
-            return False
-        return await asyncio.shield(self._spawn(reason))
-
     async def unauthorized(self, generation: int) -> bool:
         """The API server answered 401 to a request sent with ``generation``'s credentials:
         True when retrying it once is worthwhile (they changed since, possibly through the
