@@ -28,7 +28,7 @@ from bridge.events.redact import RedactionRule, Redactor
 from bridge.httpserver import HealthServer
 from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
-from bridge.leader import LeaderElector, default_identity
+from bridge.leader import LeaderElector, LeadershipLost, default_identity
 from bridge.metrics import synced_streams
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
@@ -174,9 +174,14 @@ class Bridge:
         return True
 
     async def _keep_leading(self, elector: LeaderElector) -> None:
-        await elector.keep()
-        self.supervisor.fail("lost the leader Lease: stopping at once (nothing more is sent "
-                             "or saved) so that a standby continues from the checkpoint")
+        try:
+            await elector.keep()
+        except LeadershipLost as exc:
+            self.supervisor.fail(f"lost the leader Lease ({exc}): stopping at once (nothing "
+                                 "more is sent or saved) so that a standby continues from "
+                                 "the checkpoint")
+            return
+        self.supervisor.fail("the lease keeper ended while leading")
 
     async def _work(self, transport: HttpTransport, elector: LeaderElector | None) -> None:
         config = self.config
