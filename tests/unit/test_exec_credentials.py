@@ -237,7 +237,7 @@ async def test_an_exec_refresh_does_not_stall_the_event_loop(tmp_path: Path,
         stop.set()
         await ticker
         await transport.close()
-    assert max(gaps) < 0.3, f"the event loop stalled for {max(gaps):.2f}s"
+    assert max(gaps) < 0.5, f"the event loop stalled for {max(gaps):.2f}s"  # was >= 1 s
     assert server.seen[-1].auth == "Bearer t2"
     assert len(plugin.runs) == 2
     assert {s.auth for s in server.seen} == {"Bearer t1", "Bearer t2"}

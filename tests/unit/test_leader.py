@@ -110,7 +110,7 @@ async def test_keep_ends_within_renew_deadline_when_renewals_fail(fault: str) ->
     with pytest.raises(LeadershipLost, match="could not renew it within 1s") as lost:
         await asyncio.wait_for(keeper, timeout=3)  # the old keeper waited for the request
     ended = time.monotonic()
-    assert ended - failed_at <= 1.0 + 0.15
+    assert ended - failed_at <= 1.0 + 0.3  # renew_deadline, plus scheduling slack
     assert not leader.leading
     assert leader.lost_at is not None and leader.lost_at <= ended
     assert leader.lost_at == lost.value.lost_at
