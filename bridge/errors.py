@@ -14,12 +14,14 @@ class ConfigError(BridgeError):
 class ApiError(BridgeError):
     """The Kubernetes API server answered with an error status."""
 
-    def __init__(self, status: int, reason: str, message: str, path: str = "") -> None:
+    def __init__(self, status: int, reason: str, message: str, path: str = "", *,
+                 retry_after: float | None = None) -> None:
         super().__init__(f"{status} {reason}: {message}" + (f" ({path})" if path else ""))
         self.status = status
         self.reason = reason
         self.message = message
         self.path = path
+        self.retry_after = retry_after  # seconds the server asked to wait (429/503 Retry-After)
 
     @property
     def gone(self) -> bool:

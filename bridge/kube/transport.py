@@ -11,6 +11,8 @@ from __future__ import annotations
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -40,15 +42,36 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-def api_error(status: int, body: bytes, path: str) -> ApiError:
-    """Turn an error response (ideally a ``Status`` object) into an ``ApiError``."""
+def api_error(status: int, body: bytes, path: str, retry_after: str | None = None) -> ApiError:
+    """Turn an error response (ideally a ``Status`` object) into an ``ApiError``;
+    ``retry_after``: the response's Retry-After header, if any."""
     try:
         status_obj = orjson.loads(body)
         reason = str(status_obj.get("reason") or "")
         message = str(status_obj.get("message") or "")
+        retry_after = retry_after or str((status_obj.get("details") or {}).get(
+            "retryAfterSeconds") or "")
     except (orjson.JSONDecodeError, AttributeError):
         reason, message = "", body[:200].decode(errors="replace")
-    return ApiError(status, reason or "Error", message, path)
+    return ApiError(status, reason or "Error", message, path,
+                    retry_after=retry_after_seconds(retry_after))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A Retry-After header (delay-seconds or an HTTP date) as seconds from now."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 async def get_object(transport: Transport, path: str) -> dict[str, Any] | None:
@@ -150,7 +173,7 @@ class HttpTransport:
                             and await self._creds.unauthorized(generation)):
                         continue
                     if resp.status >= 400:
-                        raise api_error(resp.status, data, path)
+                        raise api_error(resp.status, data, path, resp.headers.get("Retry-After"))
                     return data
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise TransportError(f"{method} {path}: {exc!r}") from exc
@@ -174,7 +197,8 @@ class HttpTransport:
                             and await self._creds.unauthorized(generation)):
                         continue
                     if resp.status >= 400:
-                        raise api_error(resp.status, await resp.read(), path)
+                        raise api_error(resp.status, await resp.read(), path,
+                                        resp.headers.get("Retry-After"))
                     yield _guard(line_batches(resp.content.iter_any()), path)
                     return
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
