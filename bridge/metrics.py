@@ -25,6 +25,16 @@ skipped_kinds = Gauge(
 api_requests = Counter(
     _P + "api_requests_total", "Requests made to the Kubernetes API server",
     ["verb", "code"], registry=REGISTRY)
+stream_restarts = Counter(
+    _P + "stream_restarts_total", "Streams restarted with backoff after a failure, by reason "
+    "(connection, http_NNN, very_short_watch, malformed, error)",
+    ["group", "kind", "reason"], registry=REGISTRY)
+stream_up = Gauge(
+    _P + "stream_up", "1 while every stream of the kind flows; 0 while one is failing, "
+    "backing off, not flowing yet, or skipped", ["group", "kind"], registry=REGISTRY)
+source_up = Gauge(
+    _P + "source_up", "0 once every stream has failed continuously for longer than "
+    "unreachable_after (the API server is unreachable), else 1", registry=REGISTRY)
 
 # ---- delivery ------------------------------------------------------------------------------
 events_published = Counter(

@@ -17,6 +17,11 @@ class DeltaType(StrEnum):
 
 @dataclass(slots=True, eq=False)
 class Delta:
+    """One change of one object. ``synthetic``: derived from a re-list diff or a snapshot,
+    not seen on the watch; ``stream`` and ``sequence``: which tracker acknowledges it, and
+    where. Outside the reflector's hot path, name the arguments after ``resource_version``
+    (``synthetic=..., stream=..., sequence=...``)."""
+
     type: DeltaType
     resource: Resource
     obj: dict[str, Any]

@@ -1,7 +1,9 @@
-"""Turning discovery answers into ``Resource``s: CRD objects and built-in kind specs."""
+"""Turning discovery answers into ``Resource``s: CRD objects and built-in kind specs; what
+the engine decided about each resource (``KindStatus``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -10,6 +12,19 @@ from bridge.errors import ApiError
 from bridge.kube.resources import Resource, preferred_version
 from bridge.kube.transport import Transport
 from bridge.watch.selection import parse_builtin
+
+CRD_RESOURCE = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions",
+                        "CustomResourceDefinition", False)
+
+
+@dataclass
+class KindStatus:
+    """What the engine decided about one resource, for `kinds` and logs."""
+
+    resource: Resource
+    watched: bool
+    reason: str
+    builtin: bool = False
 
 
 def crd_group_resource(crd: dict[str, Any]) -> str:
@@ -39,12 +54,15 @@ def crd_resource(crd: dict[str, Any], versions: dict[str, str]) -> Resource | No
 
 async def resolve_builtin(transport: Transport, spec: str) -> Resource:
     """``apps/v1/deployments`` -> its Resource, from the API server's discovery document.
-    Raises ``ValueError`` for a malformed spec, ``LookupError`` when not served."""
+    Raises ``ValueError`` for a malformed spec, ``LookupError`` when not served (404) or not
+    permitted (401/403); other errors (``ApiError``, ``TransportError``) are transient."""
     group, version, plural = parse_builtin(spec)
     base = f"/apis/{group}/{version}" if group else f"/api/{version}"
     try:
         found = orjson.loads(await transport.request("GET", base))
     except ApiError as exc:
+        if not (exc.not_found or exc.forbidden):
+            raise
         raise LookupError(f"{spec}: {base} is not served ({exc.status} {exc.reason})") from exc
     for entry in found.get("resources", []):
         if entry.get("name") == plural:

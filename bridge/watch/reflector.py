@@ -1,12 +1,26 @@
 """One stream (a resource, optionally one namespace): list, watch, resume, repair gaps.
 
-The loop, in the spirit of client-go's reflector:
-- with a checkpoint: watch from its resourceVersion (only what changed since is emitted);
-- otherwise, or when the server answers 410 Gone: re-list (streaming watch-list where the
-  server supports it, else paginated list) and diff against the inventory, emitting only
-  the difference (synthetic added/updated/deleted); the first ever list is a snapshot;
-- transient failures back off exponentially and resume from the last resourceVersion seen;
+In the spirit of client-go's reflector, ``list_and_watch`` is one attempt:
+
+- with a position (a checkpoint's resourceVersion, or the last one seen): watch from it, so
+  only what changed since is emitted;
+- without one (first start, after 410 Gone, after a failure that may have left a read half
+  applied): re-list (streaming watch-list where the server supports it, else paginated list)
+  and diff against the inventory, emitting only the difference (synthetic added/updated/
+  deleted), then watch. The first ever list is a snapshot, or with ``initial: skip`` is
+  recorded without being emitted: the stream stays in that first mode until its first sync
+  completes, however many attempts that takes;
 - a silent connection is noticed by a read timeout (bookmarks arrive about every minute).
+
+An attempt *returns* when the server ends the watch (``"timeout"``) or answers 410
+(``"gone"``: the position is dropped, the next attempt re-lists), and *raises* on anything
+else: ``StreamGone`` (403/404), ``VeryShortWatch`` (the watch ended within
+``Pacing.very_short`` without a single event: an error, as in client-go), ``MalformedLine``
+(a watch line or list body that is not what the API promises), ``ApiError``,
+``TransportError``, or any unexpected exception. Whether and when the next attempt runs is
+decided by the stream's supervisor (``bridge.watch.supervisor.keep_running``); the reflector
+reports through ``health`` when data flows. ``position`` is the last resourceVersion applied,
+so an attempt that fails mid-watch resumes without replaying or losing anything.
 """
 
 from __future__ import annotations
@@ -18,19 +32,24 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
 
 from bridge import metrics
-from bridge.errors import ApiError, TransportError
+from bridge.errors import ApiError, BridgeError
 from bridge.kube.resources import Resource
 from bridge.kube.transport import Transport
-from bridge.watch.backoff import Backoff
+from bridge.watch.backoff import Pacing
 from bridge.watch.delta import Delta, DeltaType
+from bridge.watch.health import StreamHealth
 from bridge.watch.inventory import Entry
+from bridge.watch.options import WatchOptions
 from bridge.watch.tracker import StreamTracker
+
+__all__ = ["MalformedLine", "Outlet", "Reflector", "Source", "StreamGone", "StreamSpec",
+           "VeryShortWatch", "WatchOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +57,7 @@ INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 RESUME_ACCEPTED = 1.0  # seconds a resumed watch must stay open without a 410
 
 
-@dataclass(frozen=True)
-class WatchOptions:
-    page_size: int = 500
-    read_timeout: float = 120.0
-    min_watch_timeout: int = 300  # server-side timeoutSeconds is jittered in [min, 2*min)
-    initial: str = "snapshot"  # or "skip": first start records the inventory, emits nothing
-    label_selector: str = ""
-    field_selector: str = ""
-    watch_list: bool = True  # try sendInitialEvents; falls back when the server refuses
-    event_types: frozenset[DeltaType] = frozenset(DeltaType)
-
-
-class StreamGone(Exception):
+class StreamGone(BridgeError):
     """The resource is no longer served (404) or no longer permitted (403)."""
 
     def __init__(self, error: ApiError) -> None:
@@ -58,7 +65,22 @@ class StreamGone(Exception):
         self.error = error
 
 
-class _Gone(Exception):
+class VeryShortWatch(BridgeError):
+    """The server ended a watch at once without sending anything (client-go's
+    ``VeryShortWatchError``): retried with backoff like any failure."""
+
+
+class MalformedLine(BridgeError):
+    """A watch line (or a list body) that is not a well-formed API answer."""
+
+    def __init__(self, key: str, what: str, data: bytes, cause: Exception) -> None:
+        super().__init__(f"malformed {what} ({type(cause).__name__}: {cause}): "
+                         f"{bytes(data[:200])!r}{'...' if len(data) > 200 else ''}")
+        self.key = key
+        self.data = data
+
+
+class _Gone(BridgeError):
     """410: the resume point is older than the server's history."""
 
 
@@ -73,96 +95,129 @@ class Outlet(Protocol):
     def push(self, deltas: list[Delta], unused: int) -> None: ...
 
 
+@dataclass(frozen=True)
+class StreamSpec:
+    """What one stream watches, and who hears about it."""
+
+    key: str
+    resource: Resource
+    namespace: str | None = None
+    health: StreamHealth | None = None  # None: the reflector makes its own
+    on_synced: Callable[[], None] | None = None  # called once, when the initial sync is done
+
+
+@dataclass(frozen=True)
+class Source:
+    """The API server as the streams of one engine read it."""
+
+    transport: Transport
+    options: WatchOptions
+    list_gate: asyncio.Semaphore  # bounds concurrent lists (a watch-list's initial state too)
+    pacing: Pacing = field(default_factory=Pacing)
+
+
+@dataclass(frozen=True, slots=True)
+class _Mode:
+    """How a pass records changes: synthetic (a re-list's diff, no resume points) or live
+    (watch events, each a resume point); delivered, or only recorded (``initial: skip``)."""
+
+    synthetic: bool
+    deliver: bool
+
+
+_LIVE = _Mode(synthetic=False, deliver=True)
+_RELIST = _Mode(synthetic=True, deliver=True)
+_RELIST_QUIET = _Mode(synthetic=True, deliver=False)
+
+
 class Reflector:
-    def __init__(
-        self,
-        key: str,
-        resource: Resource,
-        namespace: str | None,
-        transport: Transport,
-        tracker: StreamTracker,
-        outlet: Outlet,
-        options: WatchOptions,
-        list_gate: asyncio.Semaphore,
-        on_synced: Callable[[], None] = lambda: None,
-    ) -> None:
-        self.key = key
-        self.resource = resource
-        self.namespace = namespace
-        self.transport = transport
+    def __init__(self, spec: StreamSpec, tracker: StreamTracker, outlet: Outlet,
+                 source: Source) -> None:
+        self.key = spec.key
+        self.resource = spec.resource
+        self.namespace = spec.namespace
+        self.transport = source.transport
         self.tracker = tracker
-        self.options = options
+        self.options = source.options
+        self.pacing = source.pacing
+        self.health = spec.health or StreamHealth(source.pacing.clock)
         self._outlet = outlet
-        self._list_gate = list_gate
-        self._on_synced = on_synced
-        self._path = resource.collection_path(namespace)
-        self._watch_list = options.watch_list
-        self._labels = {"group": resource.group or "core", "kind": resource.kind}
+        self._list_gate = source.list_gate
+        self._on_synced = spec.on_synced
+        self._path = spec.resource.collection_path(spec.namespace)
+        self._watch_list = source.options.watch_list
+        self.labels = {"group": spec.resource.group or "core", "kind": spec.resource.kind}
         self._observed: dict[tuple[DeltaType, bool], Any] = {}  # label children, cached
         self.objects_listed = 0
-        self._backoff = Backoff()
+        self._reads = 0  # watch reads received, ever (tells an empty watch from a live one)
         self.position: str | None = tracker.committed.resource_version
+        self._first = self.position is None  # until the first sync completes
         self.synced = False
 
-    # ---- the loop ------------------------------------------------------------------------
+    # ---- one attempt ---------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Watch until cancelled; raises ``StreamGone`` on 403/404.
+    async def list_and_watch(self) -> str:
+        """Re-list and diff when there is no position, then watch until the server ends the
+        watch. Returns ``"timeout"`` (ended by the server) or ``"gone"`` (410: the next
+        attempt re-lists); raises on every other end (see the module docstring)."""
+        try:
+            if self.position is None:
+                await self._resync()
+            else:
+                await self._watch(self.position)
+        except _Gone:
+            return self._gone()
+        except ApiError as exc:
+            if exc.forbidden or exc.not_found:
+                raise StreamGone(exc) from exc
+            if exc.gone and self.position is not None:
+                return self._gone()
+            raise
+        finally:
+            self.health.disconnected()
+        return "timeout"
 
-        ``self.position`` is the last resourceVersion seen (event, bookmark or list); any
-        failure resumes from it, so a cut connection replays nothing and loses nothing.
-        """
-        first = self.position is None
-        while True:
-            try:
-                if self.position is None:
-                    await self._resync(first)
-                    first = False
-                else:
-                    await self._watch(self.position)
-                self._restart("timeout")
-            except _Gone:
-                self._restart("gone")
-                metrics.relists.labels(**self._labels, reason="gone").inc()
-                log.info("%s: resourceVersion %s is gone; re-listing and diffing", self.key,
-                         self.position)
-                self.position = None
-            except ApiError as exc:
-                if exc.forbidden or exc.not_found:
-                    raise StreamGone(exc) from exc
-                self._restart(f"http_{exc.status}")
-                await self._sleep(exc)
-            except TransportError as exc:
-                self._restart("connection")
-                await self._sleep(exc)
+    def forget_position(self) -> None:
+        """The next attempt re-lists and diffs (after a failure that may have left a read
+        half applied)."""
+        self.position = None
+
+    def _gone(self) -> str:
+        metrics.relists.labels(**self.labels, reason="gone").inc()
+        log.info("%s: resourceVersion %s is gone; re-listing and diffing", self.key,
+                 self.position)
+        self.position = None
+        return "gone"
 
     def _synced(self) -> None:
         if not self.synced:
             self.synced = True
-            self._on_synced()
+            self._first = False
+            if self._on_synced is not None:
+                self._on_synced()
 
-    def _restart(self, reason: str) -> None:
-        metrics.watch_restarts.labels(**self._labels, reason=reason).inc()
+    def _accepted(self) -> None:
+        """A watch stayed open ``RESUME_ACCEPTED`` seconds: its resume point was accepted."""
+        self._synced()
+        self.health.flowing()
 
-    async def _sleep(self, exc: Exception) -> None:
-        delay = self._backoff.next_delay()
-        busy = isinstance(exc, ApiError) and exc.status in (429, 503)  # server says "later"
-        if busy:  # e.g. "storage is (re)initializing" after an API server restart: soon
-            delay = min(delay, 1.0)
-        log.log(logging.INFO if busy else logging.WARNING, "%s: %s; retrying in %.1fs",
-                self.key, exc, delay)
-        await asyncio.sleep(delay)
+    def _check_length(self, opened: float, reads: int) -> None:
+        """A watch that ended within ``very_short`` seconds without one read is an error."""
+        lasted = self.pacing.clock() - opened
+        if self._reads == reads and lasted < self.pacing.very_short:
+            raise VeryShortWatch(f"the server ended the watch after {lasted:.2f}s without "
+                                 "sending anything (very short watch)")
 
     # ---- re-list and diff ----------------------------------------------------------------
 
-    async def _resync(self, first: bool) -> None:
+    async def _resync(self) -> None:
         """Bring the inventory in line with the server, then watch."""
-        deliver = not (first and self.options.initial == "skip")
-        if not first:
-            metrics.relists.labels(**self._labels, reason="resync").inc()
+        mode = _RELIST_QUIET if self._first and self.options.initial == "skip" else _RELIST
+        if not self._first:
+            metrics.relists.labels(**self.labels, reason="resync").inc()
         if self._watch_list:
             try:
-                await self._watch_list_resync(deliver)
+                await self._watch_list_resync(mode)
                 return
             except ApiError as exc:
                 if exc.status not in (400, 422):  # only "invalid parameter" means unsupported
@@ -170,17 +225,18 @@ class Reflector:
                 log.info("%s: server refused the streaming watch-list (%s); using paginated "
                          "lists", self.key, exc)
                 self._watch_list = False
-        self.position = await self._paginated_resync(deliver)
+        self.position = await self._paginated_resync(mode)
         self._synced()
         await self._watch(self.position)
 
-    async def _paginated_resync(self, deliver: bool) -> str:
+    async def _paginated_resync(self, mode: _Mode) -> str:
         seen: set[str] = set()
         params = self._params(limit=str(self.options.page_size))
         async with self._list_gate:
+            self.health.connected()
             while True:
                 try:
-                    body = orjson.loads(await self.transport.request("GET", self._path, params))
+                    data = await self.transport.request("GET", self._path, params)
                 except ApiError as exc:
                     if exc.gone and "continue" in params:
                         log.info("%s: list continue token expired; full list", self.key)
@@ -188,27 +244,33 @@ class Reflector:
                         params = self._params()
                         continue
                     raise
-                items = body.get("items") or []
-                async with self._output(len(items)) as out:
-                    for item in items:
-                        item.setdefault("apiVersion", self.resource.api_version)
-                        item.setdefault("kind", self.resource.kind)
-                        self._reconcile(item, seen, deliver, out)
-                meta = body.get("metadata") or {}
+                try:
+                    body = orjson.loads(data)
+                    items = body.get("items") or []
+                    async with self._output(len(items), mode) as rec:
+                        for item in items:
+                            item.setdefault("apiVersion", self.resource.api_version)
+                            item.setdefault("kind", self.resource.kind)
+                            self._reconcile(item, seen, rec)
+                    meta = body.get("metadata") or {}
+                except (ValueError, AttributeError) as exc:
+                    raise MalformedLine(self.key, "list response", data, exc) from exc
+                self.health.flowing()
                 token = meta.get("continue")
                 if not token:
                     rv = str(meta.get("resourceVersion") or "")
                     break
                 params = self._params(limit=str(self.options.page_size), cont=token)
-        await self._delete_unseen(seen, deliver)
+        await self._delete_unseen(seen, mode)
         self.tracker.mark(rv)
         return rv
 
-    async def _watch_list_resync(self, deliver: bool) -> None:
+    async def _watch_list_resync(self, mode: _Mode) -> None:
         """sendInitialEvents: the current state as ADDED events, then a bookmark, then live.
 
         The initial events are diffed like a list; after the end-of-initial-events bookmark
-        the same connection carries on as an ordinary watch.
+        the same connection carries on as an ordinary watch. When the server ends the stream
+        before that bookmark, the next attempt starts over (in the same mode).
         """
         seen: set[str] = set()
         params = self._params(watch="1", sendInitialEvents="true",
@@ -218,41 +280,48 @@ class Reflector:
             async with self._list_gate:  # the initial state counts as a list
                 batches = await stack.enter_async_context(
                     self.transport.stream(self._path, params, self.options.read_timeout))
-                self._backoff.reset()
-                self.position, rest = await self._initial_events(batches, seen, deliver)
+                self.health.connected()
+                opened, reads = self.pacing.clock(), self._reads
+                self.position, rest = await self._initial_events(batches, seen, mode)
             if self.position is not None:
                 if rest:  # live events that came in the same read as the end bookmark
                     await self._apply(rest)
                 await self._pump(batches)
+        self._check_length(opened, reads)
 
     async def _initial_events(self, batches: AsyncIterator[list[bytes]], seen: set[str],
-                              deliver: bool) -> tuple[str | None, list[bytes]]:
+                              mode: _Mode) -> tuple[str | None, list[bytes]]:
         """Diff the initial ADDED events; at the end bookmark returns its resourceVersion and
         the lines of the same read that follow it."""
         async for lines in batches:
+            self._reads += 1
             end: tuple[str, list[bytes]] | None = None
-            async with self._output(len(lines)) as out:
-                for index, line in enumerate(lines):
-                    event = orjson.loads(line)
-                    kind, obj = event.get("type"), event.get("object") or {}
-                    if kind == "ADDED":
-                        self._reconcile(obj, seen, deliver, out)
-                    elif kind == "BOOKMARK":
-                        meta = obj.get("metadata") or {}
-                        if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
-                            end = str(meta.get("resourceVersion")), lines[index + 1:]
-                            break
-                    elif kind == "ERROR":
-                        raise self._error_event(obj)
+            async with self._output(len(lines), mode) as rec:
+                line = b""
+                try:
+                    for index, line in enumerate(lines):
+                        event = orjson.loads(line)
+                        kind, obj = event.get("type"), event.get("object") or {}
+                        if kind == "ADDED":
+                            self._reconcile(obj, seen, rec)
+                        elif kind == "BOOKMARK":
+                            meta = obj.get("metadata") or {}
+                            if (meta.get("annotations") or {}).get(INITIAL_EVENTS_END) == "true":
+                                end = str(meta.get("resourceVersion")), lines[index + 1:]
+                                break
+                        elif kind == "ERROR":
+                            raise self._error_event(obj)
+                except (ValueError, AttributeError) as exc:
+                    raise MalformedLine(self.key, "watch line", line, exc) from exc
+            self.health.flowing()
             if end is not None:
-                await self._delete_unseen(seen, deliver)
+                await self._delete_unseen(seen, mode)
                 self.tracker.mark(end[0])
                 self._synced()
                 return end
         return None, []
 
-    def _reconcile(self, obj: dict[str, Any], seen: set[str], deliver: bool,
-                   out: list[Delta]) -> None:
+    def _reconcile(self, obj: dict[str, Any], seen: set[str], rec: _Recorder) -> None:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid"))
         seen.add(uid)
@@ -260,25 +329,25 @@ class Reflector:
         rv = str(meta.get("resourceVersion"))
         known = self.tracker.get(uid)
         if known is None:
-            self._record(DeltaType.ADDED, obj, uid, rv, None, True, deliver, out)
+            rec.record(DeltaType.ADDED, obj, uid, rv)
         elif known.resource_version != rv:
-            self._record(DeltaType.UPDATED, obj, uid, rv, None, True, deliver, out)
+            rec.record(DeltaType.UPDATED, obj, uid, rv)
 
-    async def _delete_unseen(self, seen: set[str], deliver: bool) -> int:
+    async def _delete_unseen(self, seen: set[str], mode: _Mode) -> int:
         """Synthetic deletions of every known object not in ``seen``; returns how many."""
         gone = [(uid, entry) for uid, entry in self.tracker.items() if uid not in seen]
         for start in range(0, len(gone), _DELETE_CHUNK):
             chunk = gone[start:start + _DELETE_CHUNK]
-            async with self._output(len(chunk)) as out:
+            async with self._output(len(chunk), mode) as rec:
                 for uid, entry in chunk:
-                    self._record(DeltaType.DELETED, self._last_known(uid, entry), uid,
-                                 entry.resource_version, None, True, deliver, out)
+                    rec.record(DeltaType.DELETED, self._last_known(uid, entry), uid,
+                               entry.resource_version)
         return len(gone)
 
     async def drain(self) -> int:
         """The resource went away (CRD deleted): every object still known is deleted;
         returns how many."""
-        return await self._delete_unseen(set(), True)
+        return await self._delete_unseen(set(), _RELIST)
 
     def _last_known(self, uid: str, entry: Entry) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": entry.name, "uid": uid,
@@ -296,90 +365,87 @@ class Reflector:
         log.debug("%s: watching from resourceVersion %s", self.key, rv)
         async with self.transport.stream(self._path, params,
                                          self.options.read_timeout) as batches:
-            self._backoff.reset()
+            self.health.connected()
+            opened, reads = self.pacing.clock(), self._reads
             # resumed: in sync once the server accepted the resourceVersion, i.e. the first
             # event is not a 410, or a second passed without one
-            accepted = asyncio.get_running_loop().call_later(RESUME_ACCEPTED, self._synced)
+            accepted = asyncio.get_running_loop().call_later(RESUME_ACCEPTED, self._accepted)
             try:
                 await self._pump(batches)
             finally:
                 accepted.cancel()
+        self._check_length(opened, reads)
 
     async def _pump(self, batches: AsyncIterator[list[bytes]]) -> None:
         """Apply watch events until the server ends the stream, advancing the position."""
+        health = self.health
         async for lines in batches:
+            self._reads += 1
             await self._apply(lines)
+            if not health.up:
+                health.flowing()
 
     async def _apply(self, lines: list[bytes]) -> None:
         """One read's watch events, applied without awaiting (see ``_output``)."""
-        async with self._output(len(lines)) as out:
-            for line in lines:
-                event = orjson.loads(line)
-                kind, obj = event.get("type"), event.get("object") or {}
-                if kind in _WATCH_TYPES:
-                    self._synced()
-                    self.position = self._on_event(kind, obj, out)
-                elif kind == "BOOKMARK":
-                    self._synced()
-                    rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if rv:
-                        self.position = str(rv)
-                        self.tracker.mark(self.position)
-                elif kind == "ERROR":
-                    raise self._error_event(obj)
-                else:
-                    self._synced()
-                    log.warning("%s: unknown watch event type %r skipped", self.key, kind)
+        async with self._output(len(lines), _LIVE) as rec:
+            line = b""
+            try:
+                for line in lines:
+                    event = orjson.loads(line)
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind in _WATCH_TYPES:
+                        self._synced()
+                        self.position = self._on_event(kind, obj, rec)
+                    elif kind == "BOOKMARK":
+                        self._synced()
+                        rv = (obj.get("metadata") or {}).get("resourceVersion")
+                        if rv:
+                            self.position = str(rv)
+                            self.tracker.mark(self.position)
+                    elif kind == "ERROR":
+                        raise self._error_event(obj)
+                    else:
+                        self._synced()
+                        log.warning("%s: unknown watch event type %r skipped", self.key, kind)
+            except (ValueError, AttributeError) as exc:
+                raise MalformedLine(self.key, "watch line", line, exc) from exc
 
-    def _on_event(self, kind: str, obj: dict[str, Any], out: list[Delta]) -> str:
+    def _on_event(self, kind: str, obj: dict[str, Any], rec: _Recorder) -> str:
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid"))
         rv = str(meta.get("resourceVersion"))
         known = self.tracker.get(uid)
         if kind == "DELETED":
-            self._record(DeltaType.DELETED, obj, uid, rv, rv, False, True, out)
+            rec.record(DeltaType.DELETED, obj, uid, rv)
         elif known is not None and known.resource_version == rv:
             self.tracker.mark(rv)  # already delivered (e.g. seen by the re-list)
         else:
-            kind_out = DeltaType.ADDED if kind == "ADDED" and known is None else DeltaType.UPDATED
-            self._record(kind_out, obj, uid, rv, rv, False, True, out)
+            rec.record(DeltaType.ADDED if kind == "ADDED" and known is None
+                       else DeltaType.UPDATED, obj, uid, rv)
         return rv
 
     def _error_event(self, status: dict[str, Any]) -> Exception:
         code = int(status.get("code") or 500)
         if code == 410:
             return _Gone()
+        retry = (status.get("details") or {}).get("retryAfterSeconds")
         return ApiError(code, str(status.get("reason") or "Error"),
-                        str(status.get("message") or ""), self._path)
+                        str(status.get("message") or ""), self._path,
+                        retry_after=float(retry) if retry else None)
 
     # ---- output --------------------------------------------------------------------------
 
-    def _record(self, kind: DeltaType, obj: dict[str, Any], uid: str, rv: str,
-                resume_rv: str | None, synthetic: bool, deliver: bool,
-                out: list[Delta]) -> None:
-        """Record a change in the tracker; append it to ``out`` unless it is filtered out
-        (then it counts as acknowledged at once). Room for it was reserved by the caller."""
-        meta = obj.get("metadata") or {}
-        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-        seq = self.tracker.record(
-            uid, None if kind is DeltaType.DELETED else Entry(rv, namespace, name), resume_rv)
-        if deliver and kind in self.options.event_types:
-            out.append(Delta(kind, self.resource, obj, uid, rv, synthetic, self.key, seq,
-                             time.time(), namespace, name))
-        else:
-            self.tracker.ack(seq)
-
     @contextlib.asynccontextmanager
-    async def _output(self, room: int) -> AsyncIterator[list[Delta]]:
-        """Room for ``room`` changes is reserved first; the body records them into the list
-        without awaiting; what it recorded is handed over (and the unused room given back)
-        even when it raises."""
+    async def _output(self, room: int, mode: _Mode) -> AsyncIterator[_Recorder]:
+        """Room for ``room`` changes is reserved first; the body records them without
+        awaiting; what it recorded is handed over (and the unused room given back) even
+        when it raises."""
         await self._outlet.reserve(room)
-        out: list[Delta] = []
+        rec = _Recorder(self, mode)
         try:
-            yield out
+            yield rec
         finally:
-            self._hand_over(out, room)
+            self._hand_over(rec.out, room)
 
     def _hand_over(self, out: list[Delta], reserved: int) -> None:
         self._outlet.push(out, reserved - len(out))
@@ -389,7 +455,7 @@ class Reflector:
             counter = self._observed.get((kind, synthetic))
             if counter is None:
                 counter = self._observed[(kind, synthetic)] = metrics.events_observed.labels(
-                    **self._labels, type=kind.value, synthetic=str(synthetic).lower())
+                    **self.labels, type=kind.value, synthetic=str(synthetic).lower())
             counter.inc(count)
 
     # ---- helpers -------------------------------------------------------------------------
@@ -407,6 +473,38 @@ class Reflector:
     def _watch_timeout(self) -> int:
         low = self.options.min_watch_timeout
         return random.randint(low, 2 * low)
+
+
+class _Recorder:
+    """Records one read's (or one list page's) changes in the tracker and collects the
+    deltas to hand on. Room for them was reserved by ``Reflector._output``; the mode says
+    whether they are synthetic and whether they are delivered (an undelivered or filtered
+    change counts as acknowledged at once)."""
+
+    __slots__ = ("_deliver", "_key", "_resource", "_synthetic", "_tracker", "_types", "out")
+
+    def __init__(self, reflector: Reflector, mode: _Mode) -> None:
+        self.out: list[Delta] = []
+        self._tracker = reflector.tracker
+        self._types = reflector.options.event_types
+        self._resource = reflector.resource
+        self._key = reflector.key
+        self._synthetic = mode.synthetic
+        self._deliver = mode.deliver
+
+    def record(self, kind: DeltaType, obj: dict[str, Any], uid: str, rv: str) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        synthetic = self._synthetic
+        seq = self._tracker.record(
+            uid, None if kind is DeltaType.DELETED else Entry(rv, namespace, name),
+            None if synthetic else rv)  # a live event is a resume point, a diff is not
+        if self._deliver and kind in self._types:
+            # positional on purpose: keyword arguments cost ~10% of a read's apply time
+            self.out.append(Delta(kind, self._resource, obj, uid, rv, synthetic, self._key, seq,
+                                  time.time(), namespace, name))
+        else:
+            self._tracker.ack(seq)
 
 
 _WATCH_TYPES = frozenset(("ADDED", "MODIFIED", "DELETED"))

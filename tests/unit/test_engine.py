@@ -7,12 +7,15 @@ import logging
 
 import pytest
 
+from bridge.errors import ApiError, TransportError
+from bridge.metrics import REGISTRY
+from bridge.watch.backoff import Pacing
 from bridge.watch.delta import Delta
-from bridge.watch.engine import CRD_RESOURCE, WatchEngine
+from bridge.watch.engine import CRD_RESOURCE, EngineOptions, WatchEngine
 from bridge.watch.inventory import Entry, Inventory
 from bridge.watch.selection import Selection
 from bridge.watch.tracker import StreamCheckpoint
-from tests.unit.fakeapi import FakeApi
+from tests.unit.fakeapi import FakeApi, VirtualTime
 
 
 async def test_streams_not_watched_stay_in_the_checkpoint(
@@ -89,3 +92,180 @@ async def test_a_stream_that_missed_its_crds_object_deletions_emits_them() -> No
     assert sorted((d.type.value, d.name, d.synthetic) for d in seen[2:]) == [
         ("deleted", "a", True), ("deleted", "b", True)]
     assert len(engine.checkpoints()["things.x.example.com"].inventory) == 0
+
+
+# ---- supervision (issue 12) ---------------------------------------------------------------
+
+FAST = EngineOptions(pacing=Pacing(initial=0.01, maximum=0.05))
+CRDS = CRD_RESOURCE.collection_path()
+
+
+async def add_crd(api: FakeApi, plural: str, kind: str) -> str:
+    """An Established CRD ``plural.x.example.com`` (served at v1); returns its objects'
+    collection path."""
+    api.objects.setdefault(CRDS, {})
+    crd = await api.create(CRDS, f"{plural}.x.example.com", group="x.example.com",
+                           names={"plural": plural, "kind": kind}, scope="Namespaced",
+                           versions=[{"name": "v1", "served": True}])
+    crd["status"] = {"conditions": [{"type": "Established", "status": "True"}]}
+    path = f"/apis/x.example.com/v1/{plural}"
+    api.objects.setdefault(path, {})
+    await api.update(CRDS, crd["metadata"]["uid"])  # the watch sees it Established
+    return path
+
+
+def sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(f"kube_event_bridge_{name}", labels)
+
+
+class Consumer:
+    """Iterates the engine in the background, acking everything."""
+
+    def __init__(self, engine: WatchEngine) -> None:
+        self.engine = engine
+        self.deltas: list[Delta] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for batch in self.engine:
+            self.deltas.extend(batch)
+            self.engine.ack(batch)
+
+    def names(self, kind: str) -> list[str]:
+        return [d.name for d in self.deltas if d.resource.kind == kind]
+
+    async def wait(self, kind: str, *names: str) -> None:
+        async with asyncio.timeout(5):
+            while not set(names) <= set(self.names(kind)):
+                await asyncio.sleep(0.01)
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_a_malformed_line_restarts_that_kind_while_another_keeps_flowing() -> None:
+    api = FakeApi()
+    things = await add_crd(api, "things", "Thing")
+    widgets = await add_crd(api, "widgets", "Widget")
+    await api.create(things, "a", "ns")
+    await api.create(widgets, "w", "ns")
+    labels = {"group": "x.example.com", "kind": "Thing"}
+    before = sample("stream_restarts_total", **labels, reason="malformed") or 0
+    widget_before = sample("stream_restarts_total", group="x.example.com", kind="Widget",
+                           reason="malformed") or 0
+    async with WatchEngine(api, Selection(), FAST) as engine:
+        consumer = Consumer(engine)
+        await consumer.wait("Thing", "a")
+        await consumer.wait("Widget", "w")
+        widget_watches = sum(1 for _, verb, p in api.stamps if p == widgets)
+        await api.send_malformed(things)
+        await api.create(widgets, "x", "ns")
+        await api.create(things, "b", "ns")
+        await consumer.wait("Thing", "b")
+        await consumer.wait("Widget", "x")
+        assert consumer.names("Thing") == ["a", "b"] and consumer.names("Widget") == ["w", "x"]
+        assert sum(1 for _, verb, p in api.stamps if p == widgets) == widget_watches
+        assert engine.not_flowing() == []
+        assert sample("stream_up", **labels) == 1
+        await consumer.close()
+    assert sample("stream_restarts_total", **labels, reason="malformed") == before + 1
+    assert (sample("stream_restarts_total", group="x.example.com", kind="Widget",
+                   reason="malformed") or 0) == widget_before
+
+
+async def test_crd_discovery_is_restarted_after_a_failure() -> None:
+    api = FakeApi()
+    things = await add_crd(api, "things", "Thing")
+    await api.create(things, "a", "ns")
+    labels = {"group": "apiextensions.k8s.io", "kind": "CustomResourceDefinition"}
+    before = sample("stream_restarts_total", **labels, reason="malformed") or 0
+    async with WatchEngine(api, Selection(), FAST) as engine:
+        consumer = Consumer(engine)
+        await consumer.wait("Thing", "a")
+        await api.send_malformed(CRDS)
+        widgets = await add_crd(api, "widgets", "Widget")  # discovered after the restart
+        await api.create(widgets, "w", "ns")
+        await consumer.wait("Widget", "w")
+        assert engine.stream_keys() == ["things.x.example.com", "widgets.x.example.com"]
+        await consumer.close()
+    assert sample("stream_restarts_total", **labels, reason="malformed") == before + 1
+
+
+async def test_builtin_kinds_are_resolved_with_retries() -> None:
+    """A built-in kind whose discovery document fails transiently is retried, not skipped
+    (and the API server being down at start does not make ``start`` raise)."""
+    api = FakeApi()
+    base = "/apis/x.example.com/v1"
+    api.documents[base] = {"resources": [{"name": "things", "kind": "Thing",
+                                          "namespaced": True}]}
+    api.errors[base] = [TransportError("refused"), ApiError(503, "ServiceUnavailable", "", base)]
+    api.objects["/apis/x.example.com/v1/things"] = {}
+    await api.create("/apis/x.example.com/v1/things", "a", "ns")
+    selection = Selection(crds=False, builtins=("x.example.com/v1/things",))
+    async with WatchEngine(api, selection, FAST) as engine:
+        consumer = Consumer(engine)
+        async with asyncio.timeout(5):
+            await engine.wait_synced()
+        await consumer.wait("Thing", "a")
+        assert engine.stream_keys() == ["things.x.example.com"]
+        await consumer.close()
+
+
+async def test_readiness_knows_when_the_source_is_unreachable() -> None:
+    """Every stream failing for longer than ``unreachable_after``: the source is unreachable
+    (``source_up`` 0, each kind's ``stream_up`` 0, ``not_flowing`` names them); it recovers
+    by itself and nothing written meanwhile is lost."""
+    vt = VirtualTime()
+    api = FakeApi()
+    api.clock = vt.clock
+    things = await add_crd(api, "things", "Thing")
+    labels = {"group": "x.example.com", "kind": "Thing"}
+    options = EngineOptions(pacing=Pacing(clock=vt.clock, sleep=vt.sleep),
+                            unreachable_after=10.0)
+    async with WatchEngine(api, Selection(), options) as engine:
+        consumer = Consumer(engine)
+        async with asyncio.timeout(5):
+            await engine.wait_synced()
+            while sample("stream_up", **labels) != 1:
+                await asyncio.sleep(0.01)
+        assert sample("source_up") == 1 and not engine.source_unreachable
+        api.fail_next_watches = 10**9  # connection refused, from now on
+        await api.drop_watches()
+        async with asyncio.timeout(5):
+            while not engine.source_unreachable:
+                await asyncio.sleep(0.001)
+        assert engine.not_flowing() == ["crds", "things.x.example.com"]
+        assert engine.failures()["things.x.example.com"].startswith("connection: ")
+        assert sample("source_up") == 0 and sample("stream_up", **labels) == 0
+        await api.create(things, "during", "ns")
+        api.fail_next_watches = 0
+        await consumer.wait("Thing", "during")
+        async with asyncio.timeout(5):
+            while engine.not_flowing():
+                await asyncio.sleep(0.001)
+        assert not engine.source_unreachable and sample("source_up") == 1
+        await consumer.close()
+
+
+async def test_each_iteration_yields_everything_ready_as_one_list() -> None:
+    api = FakeApi()
+    things = await add_crd(api, "things", "Thing")
+    widgets = await add_crd(api, "widgets", "Widget")
+    async with WatchEngine(api, Selection(), FAST) as engine:
+        async with asyncio.timeout(5):
+            await engine.wait_synced()
+        batches = aiter(engine)
+        a = await api.create(things, "a", "ns")
+        while engine.queued < 1:
+            await asyncio.sleep(0.01)
+        await api.create(widgets, "w", "ns")
+        await api.update(things, a["metadata"]["uid"], size=2)
+        async with asyncio.timeout(5):
+            while engine.queued < 3:
+                await asyncio.sleep(0.01)
+            batch = await anext(batches)
+        engine.ack(batch)
+        assert [(d.name, d.type.value) for d in batch if d.resource.kind == "Thing"] == [
+            ("a", "added"), ("a", "updated")]
+        assert len(batch) == 3 and engine.queued == 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,9 +10,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.kube.resources import Resource
+from bridge.metrics import REGISTRY
+from bridge.watch.backoff import Pacing
 from bridge.watch.delta import Delta, DeltaType
 from bridge.watch.inventory import Entry, Inventory
-from bridge.watch.reflector import Reflector, StreamGone, WatchOptions
+from bridge.watch.reflector import (
+    MalformedLine,
+    Reflector,
+    Source,
+    StreamGone,
+    StreamSpec,
+    WatchOptions,
+)
+from bridge.watch.supervisor import keep_running
 from bridge.watch.tracker import StreamCheckpoint, StreamTracker
 from tests.unit.fakeapi import FakeApi
 
@@ -41,15 +52,31 @@ class Collect:
         return [(d.type.value, d.name, d.synthetic) for d in self.deltas]
 
 
+FAST = Pacing(initial=0.01, maximum=0.05)  # retries within the tests' timeouts
+
+
+def reflector_for(api: FakeApi, tracker: StreamTracker, out: Collect,
+                  pacing: Pacing = FAST, **opts: object) -> Reflector:
+    options = WatchOptions(page_size=2, **opts)  # type: ignore[arg-type]
+    return Reflector(StreamSpec("things", THINGS), tracker, out,
+                     Source(api, options, asyncio.Semaphore(1), pacing))
+
+
+def restarts(reason: str, kind: str = "Thing") -> float:
+    return REGISTRY.get_sample_value("kube_event_bridge_stream_restarts_total", {
+        "group": "x.example.com" if kind == "Thing" else "", "kind": kind,
+        "reason": reason}) or 0.0
+
+
 @asynccontextmanager
 async def running(api: FakeApi, checkpoint: StreamCheckpoint | None = None,
-                  **opts: object) -> AsyncIterator[tuple[Reflector, Collect]]:
+                  pacing: Pacing = FAST, **opts: object,
+                  ) -> AsyncIterator[tuple[Reflector, Collect]]:
+    """The reflector under its supervisor's restart loop (as the engine runs it)."""
     tracker = StreamTracker(checkpoint or StreamCheckpoint())
     out = Collect(tracker)
-    options = WatchOptions(page_size=2, **opts)  # type: ignore[arg-type]
-    reflector = Reflector("things", THINGS, None, api, tracker, out, options,
-                          asyncio.Semaphore(1))
-    task = asyncio.create_task(reflector.run())
+    reflector = reflector_for(api, tracker, out, pacing, **opts)
+    task = asyncio.create_task(keep_running(reflector))
     try:
         yield reflector, out
     finally:
@@ -158,11 +185,72 @@ async def test_forbidden_stream_stops_with_stream_gone() -> None:
     api.objects[PATH] = {}
     api.forbidden.add(PATH)
     tracker = StreamTracker(StreamCheckpoint())
-    reflector = Reflector("things", THINGS, None, api, tracker, Collect(tracker),
-                          WatchOptions(), asyncio.Semaphore(1))
+    reflector = reflector_for(api, tracker, Collect(tracker))
     with pytest.raises(StreamGone) as gone:
-        await reflector.run()
+        await keep_running(reflector)
     assert gone.value.error.forbidden
+
+
+@pytest.mark.parametrize("watch_list", [True, False])
+async def test_initial_skip_holds_when_the_first_watch_list_ends_before_its_bookmark(
+        watch_list: bool) -> None:
+    """Finding 3: the retry of a first sync that the server cut short is still the first
+    sync: with ``initial: skip`` it records the objects it had not seen yet, it does not
+    deliver them."""
+    api = FakeApi(watch_list=watch_list)
+    api.objects[PATH] = {}
+    for name in "abcd":
+        await api.create(PATH, name)
+    api.cut_initial_events[PATH] = 2  # the first watch-list ends after a and b
+    async with running(api, initial="skip") as (reflector, out):
+        async with asyncio.timeout(5):
+            while not reflector.synced:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert out.deltas == []
+        assert len(reflector.tracker.committed.inventory) == 4
+        await api.create(PATH, "e")
+        await settle(out, 1)
+        assert out.summary() == [("added", "e", False)]
+
+
+async def test_a_malformed_line_restarts_the_stream_with_a_relist(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Finding 1: a line that is not JSON does not stop the stream: it is restarted (re-list
+    and diff), counted, and the warning names the kind; nothing is lost or repeated."""
+    api = FakeApi()
+    api.objects[PATH] = {}
+    await api.create(PATH, "a")
+    before = restarts("malformed")
+    with caplog.at_level(logging.WARNING):
+        async with running(api) as (reflector, out):
+            await settle(out, 1)
+            await api.send_malformed(PATH)
+            await api.create(PATH, "b")
+            await settle(out, 2)
+            assert [(kind, name) for kind, name, _ in out.summary()] == [
+                ("added", "a"), ("added", "b")]
+            assert reflector.health.up
+    assert restarts("malformed") == before + 1
+    assert "things (Thing): malformed watch line (JSONDecodeError" in caplog.text
+    assert "re-listing and diffing" in caplog.text
+
+
+async def test_a_malformed_line_raises_malformed_line_naming_the_stream() -> None:
+    api = FakeApi()
+    api.objects[PATH] = {}
+    checkpoint = StreamCheckpoint(resource_version=str(api.rv))
+    tracker = StreamTracker(checkpoint)
+    reflector = reflector_for(api, tracker, Collect(tracker))
+    attempt = asyncio.create_task(reflector.list_and_watch())
+    await asyncio.sleep(0.05)
+    await api.send_malformed(PATH)
+    with pytest.raises(MalformedLine) as bad:
+        async with asyncio.timeout(5):
+            await attempt
+    assert str(bad.value).startswith("malformed watch line (JSONDecodeError")
+    assert bad.value.key == "things"
+    assert bad.value.data.startswith(b'{"type": "MODIFIED"')
 
 
 uids = st.sampled_from([f"00000000-0000-0000-0000-{i:012d}" for i in range(12)])
