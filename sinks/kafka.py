@@ -40,11 +40,12 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 
 from bridge.events.event import Event
 from sinks.acks import settle
 from sinks.base import HeaderNames, SinkError, SinkSettings
+from sinks.kafka_security import SaslSettings, security_options
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -61,13 +62,6 @@ Placement: TypeAlias = tuple[int, ...] | BaseException
 
 _STRUCTURED_HEADERS: Headers = [("content-type", b"application/cloudevents+json")]
 _NO_HEADERS: Headers = []
-
-
-class SaslSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    username: str
-    password: SecretStr
 
 
 class KafkaSettings(SinkSettings):
@@ -189,15 +183,7 @@ class KafkaSink:
             "compression_type": None if s.compression == "none" else s.compression,
             "request_timeout_ms": int(s.ack_timeout * 1000),
         }
-        if s.tls is not None:
-            options["ssl_context"] = s.tls.context()
-        if s.sasl is not None:
-            options["sasl_mechanism"] = s.sasl.mechanism
-            options["sasl_plain_username"] = s.sasl.username
-            options["sasl_plain_password"] = s.sasl.password.get_secret_value()
-        options["security_protocol"] = (
-            ("SASL_SSL" if s.tls else "SASL_PLAINTEXT") if s.sasl else
-            ("SSL" if s.tls else "PLAINTEXT"))
+        options.update(security_options(s.tls, s.sasl))
         return AIOKafkaProducer(**options)
 
     async def connect(self) -> None:

@@ -18,8 +18,10 @@ from pydantic import (
 from sinks.base import SinkSettings
 from sinks.jsonl import JsonlSettings
 from sinks.kafka import KafkaSettings
+from sinks.kafka_security import SaslSettings
 from sinks.nats import NatsSettings
 from sinks.null import NullSettings
+from sinks.tls import TlsSettings
 
 BUILTIN_SINK_SETTINGS: dict[str, type[SinkSettings]] = {
     "jsonl": JsonlSettings, "kafka": KafkaSettings, "nats": NatsSettings, "null": NullSettings}
@@ -138,6 +140,16 @@ class CheckpointSettings(Strict):
     bootstrap_servers: str = Field("", description="kafka store")
     topic: str = Field("kube-event-bridge.checkpoints", description="kafka store: compacted "
                        "topic")
+    tls: TlsSettings | None = Field(None, description="kafka store: TLS, the same keys as a "
+                                    "kafka sink's `tls`")
+    sasl: SaslSettings | None = Field(None, description="kafka store: SASL, the same keys as "
+                                      "a kafka sink's `sasl`")
+    replication_factor: int = Field(1, ge=1, le=32, description="kafka store: replicas of the "
+                                    "topic when the bridge creates it; 1 suits a single-broker "
+                                    "test cluster, use 3 in production")
+    min_insync_replicas: int = Field(1, ge=1, le=32, description="kafka store: "
+                                     "`min.insync.replicas` of the topic it creates (a write "
+                                     "waits for this many replicas); use 2 in production")
     url: str = Field("", description="nats-kv store: server URL")
     bucket: str = Field("kube_event_bridge", description="nats-kv store: KV bucket")
 
@@ -147,6 +159,15 @@ class CheckpointSettings(Strict):
             raise ValueError("checkpoint store kafka needs bootstrap_servers")
         if self.store == "nats-kv" and not self.url:
             raise ValueError("checkpoint store nats-kv needs url")
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_store_fields(self) -> CheckpointSettings:
+        if self.store != "kafka" and (self.tls is not None or self.sasl is not None):
+            raise ValueError("checkpoint tls and sasl apply to the kafka store only")
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(f"checkpoint min_insync_replicas ({self.min_insync_replicas}) "
+                             f"exceeds replication_factor ({self.replication_factor})")
         return self
 
 
