@@ -16,7 +16,9 @@ def build_store(config: Config, transport: Transport) -> CheckpointStore:
     if c.store == "configmap":
         return ConfigMapStore(transport, c.namespace, c.id)
     if c.store == "kafka":
-        return KafkaStore(c.bootstrap_servers, c.topic, c.id)
+        return KafkaStore(c.bootstrap_servers, c.topic, c.id, tls=c.tls, sasl=c.sasl,
+                          replication_factor=c.replication_factor,
+                          min_insync_replicas=c.min_insync_replicas)
     if c.store == "nats-kv":
         return NatsKvStore(c.url, c.bucket, c.id)
     return FileStore(c.path, f"{c.id}.checkpoint")
