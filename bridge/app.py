@@ -72,6 +72,15 @@ def event_builder(config: Config) -> EventBuilder:
                                      redactor=redactor))
 
 
+NOT_FLOWING_GRACE = 5.0  # seconds a stream may be re-connecting before readiness says so
+
+
+def _summary(failures: dict[str, str], limit: int = 5) -> str:
+    shown = [f"{key} ({why})" for key, why in sorted(failures.items())[:limit]]
+    more = len(failures) - limit
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
 def writer_options(config: Config, store: CheckpointStore) -> WriterOptions:
     c = config.checkpoint
     spacing = c.min_write_interval
@@ -109,9 +118,16 @@ class Bridge:
             return True, f"standby (the leader lease is held by {elector.holder})"
         if self.engine is None or self.delivery is None:
             return False, "starting"
+        if self.engine.source_unreachable:
+            return False, "API server unreachable: " + _summary(self.engine.failures())
         if self.synced_at is None:
             synced, total, listed = self.engine.sync_progress()
             return False, f"initial sync: {synced}/{total} kinds, {listed} objects listed"
+        stopped = self.engine.not_flowing(longer_than=NOT_FLOWING_GRACE)
+        if stopped:
+            failures = self.engine.failures()
+            return False, "kinds not flowing: " + _summary(
+                {key: failures.get(key, "restarting") for key in stopped})
         down = self.delivery.sinks_down()
         if down:
             return False, f"sinks down: {', '.join(down)}"

@@ -215,6 +215,14 @@ class Reflector:
         mode = _RELIST_QUIET if self._first and self.options.initial == "skip" else _RELIST
         if not self._first:
             metrics.relists.labels(**self.labels, reason="resync").inc()
+        if self._first and self.tracker.journaled:
+            # the list's resourceVersion must be journaled before its first change leaves:
+            # a paginated list tells it with its first page (a watch-list only at its end)
+            self.position = await self._paginated_resync(mode,
+                                                         at=self.tracker.committed.listed)
+            self._synced()
+            await self._watch(self.position)
+            return
         if self._watch_list:
             try:
                 await self._watch_list_resync(mode)
@@ -229,9 +237,13 @@ class Reflector:
         self._synced()
         await self._watch(self.position)
 
-    async def _paginated_resync(self, mode: _Mode) -> str:
+    async def _paginated_resync(self, mode: _Mode, at: str | None = None) -> str:
+        """A paginated list and diff. ``at``: list exactly at that resourceVersion (the
+        journaled position of an initial list a crash interrupted, so that the watch
+        replays every change since); if it is gone, a fresh list (final states only)."""
         seen: set[str] = set()
-        params = self._params(limit=str(self.options.page_size))
+        exact = {"resourceVersion": at, "resourceVersionMatch": "Exact"} if at else {}
+        params = self._params(limit=str(self.options.page_size), **exact)
         async with self._list_gate:
             self.health.connected()
             while True:
@@ -241,18 +253,28 @@ class Reflector:
                     if exc.gone and "continue" in params:
                         log.info("%s: list continue token expired; full list", self.key)
                         seen.clear()
+                        exact = {}  # a fresh full list
                         params = self._params()
+                        continue
+                    if exc.gone and exact:
+                        log.info("%s: the initial list's resourceVersion %s is gone; listing "
+                                 "afresh (changes made since arrive as final states)", self.key,
+                                 at)
+                        exact = {}
+                        params = self._params(limit=str(self.options.page_size))
                         continue
                     raise
                 try:
                     body = orjson.loads(data)
                     items = body.get("items") or []
+                    meta = body.get("metadata") or {}
+                    if self._first and self.tracker.journaled and "continue" not in params:
+                        self.tracker.listing(str(meta.get("resourceVersion") or ""))
                     async with self._output(len(items), mode) as rec:
                         for item in items:
                             item.setdefault("apiVersion", self.resource.api_version)
                             item.setdefault("kind", self.resource.kind)
                             self._reconcile(item, seen, rec)
-                    meta = body.get("metadata") or {}
                 except (ValueError, AttributeError) as exc:
                     raise MalformedLine(self.key, "list response", data, exc) from exc
                 self.health.flowing()
@@ -261,7 +283,8 @@ class Reflector:
                     rv = str(meta.get("resourceVersion") or "")
                     break
                 params = self._params(limit=str(self.options.page_size), cont=token)
-        await self._delete_unseen(seen, mode)
+        if not exact:  # at the initial list's own position, what it did not hold was made
+            await self._delete_unseen(seen, mode)  # later: the watch replays it from there
         self.tracker.mark(rv)
         return rv
 

@@ -240,3 +240,38 @@ async def test_g_checkpoint_directory_unusable(rig: Rig) -> None:
     await rig.work.run(CHANGES // 3)
     await finish(rig, "g. checkpoint dir unusable", back)
     await stop(rig)
+
+
+async def test_h_sigkill_loop_with_gaps(rig: Rig, world: World) -> None:
+    """SIGKILLs at random moments, a third of them within the first second after start (the
+    first one inside the initial snapshot of a larger population), with `tests.env gap`
+    (410 on the next start) after every fifth kill, while objects are created, updated and
+    deleted: 0 lost (issue 11)."""
+    rng = random.Random(17)
+    kills = 30 if FULL else 6
+    per_round = max(10, CHANGES // kills)
+    await rig.work.run(400 if FULL else 120, objects_per_kind=200 if FULL else 60)
+    for n in range(kills):
+        rig.process.start()
+        if n % 3 == 0:  # the first second: before ready, maybe in the middle of a list
+            writer = asyncio.create_task(rig.work.run(per_round // 2))
+            await asyncio.sleep(rng.uniform(0.05, 1.0))
+        else:
+            await asyncio.to_thread(rig.process.wait_ready, 90)
+            if rig.work.truth.in_gap:
+                await watching_again(rig)
+            writer = asyncio.create_task(rig.work.run(per_round))
+            await asyncio.sleep(rng.uniform(0.1, 1.5))
+        rig.process.sigkill()
+        await writer
+        if n % 5 == 4:  # history compacted while the bridge is down
+            rig.work.truth.in_gap = True
+            await rig.work.run(5)
+            await asyncio.to_thread(world.gap)
+    await start(rig)
+    if rig.work.truth.in_gap:
+        await watching_again(rig)
+    await rig.work.run(per_round)
+    back = time.monotonic()
+    await finish(rig, f"h. SIGKILL x{kills}, {kills // 5} gaps", back)
+    await stop(rig)
