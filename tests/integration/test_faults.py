@@ -400,7 +400,7 @@ async def test_the_proxy_does_what_it_says(endpoints: Endpoints) -> None:
     outcomes: dict[str, str] = {}
 
     async def watch(proxy: FaultProxy, name: str, read_timeout: float = 2) -> None:
-        timeout = aiohttp.ClientTimeout(sock_read=read_timeout)
+        timeout = aiohttp.ClientTimeout(total=15, sock_read=read_timeout)
         lines = []
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
@@ -415,11 +415,14 @@ async def test_the_proxy_does_what_it_says(endpoints: Endpoints) -> None:
 
     async with FaultProxy.from_kubeconfig(endpoints.kubeconfig) as proxy:
         for name in ("malformed", "truncate", "stall", "oversized", "cut"):
-            while proxy.live():
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(10):
+                while proxy.live():  # the previous client's stream is gone
+                    await asyncio.sleep(0.05)
             client = asyncio.create_task(watch(proxy, name))
-            while not proxy.live("configmaps"):
-                await asyncio.sleep(0.05)
+            async with asyncio.timeout(10):
+                while not proxy.live("configmaps"):
+                    assert not client.done(), (name, outcomes, proxy.requests[-3:])
+                    await asyncio.sleep(0.05)
             if name == "malformed":
                 await proxy.malformed_line("configmaps")
                 await asyncio.sleep(0.3)
