@@ -331,8 +331,10 @@ async def test_500_storm_backs_off_and_loses_nothing(run: FaultRun) -> None:
     recovery = await run.recovered(0, ended)
     await run.delivered_within({await run.probe(1)}, 40)
     run.work.gap_kinds = frozenset()
-    back = await asyncio.to_thread(run.bridge.get, "/readyz")
+    back = await ready_again(run, ended, timeout=45)  # every stream, the CRD watch too
     source_up = run.gauge("kube_event_bridge_source_up")
+    print(f"\n500 storm: /readyz {sorted(set(samples.readyz))} during it, 200 again "
+          f"{back[1]:.1f}s after it; source_up during it {sorted(set(samples.source_up))}")
     await run.finish("d. 500 for 15 s", began, ended, recovery)
     for kind, rate in per_kind.items():
         assert rate <= WATCH_RATE_BOUND, f"{kind}: {rate:.1f} requests/s"
@@ -341,6 +343,19 @@ async def test_500_storm_backs_off_and_loses_nothing(run: FaultRun) -> None:
         "server answered 500 to everything"
     assert 0.0 in samples.source_up, f"source_up during the storm: {samples.source_up}"
     assert back[0] == 200 and source_up == 1.0, (back, source_up)
+
+
+async def ready_again(run: FaultRun, since: float, timeout: float) -> tuple[int, float]:
+    """Until /readyz answers 200 (or ``timeout``): its last status and seconds from
+    ``since``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, why = await asyncio.to_thread(run.bridge.get, "/readyz")
+        if status == 200 or time.monotonic() > deadline:
+            if status != 200:
+                print(f"/readyz still {status}: {why}")
+            return status, time.monotonic() - since
+        await asyncio.sleep(0.2)
 
 
 async def test_429_retry_after_is_honoured(run: FaultRun) -> None:
