@@ -181,3 +181,53 @@ def test_kinds_table(endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) 
     assert " no " in beta and "watch.exclude" in beta
     assert "sensitive built-in" in rows["core/v1/secrets"]
     assert "not matched by watch.include" in rows["apps/v1/deployments"]
+
+
+async def test_a_paused_leader_that_lost_its_lease_stops_and_the_new_leader_saves(
+        endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) -> None:
+    """Issue 12 finding 6: a leader frozen (SIGSTOP) past its lease while a standby takes
+    over, then resumed (SIGCONT), must stop (exit 1) without sending or saving; the new
+    leader's checkpoint writes keep succeeding (configmap store, the deploy default); 0 lost."""
+    work = Workload(kube)
+    work.setup()
+    prefix = f"zomb{uuid.uuid4().hex[:8]}"
+    lease = f"keb-{uuid.uuid4().hex[:6]}"
+    common = {
+        "kubeconfig": str(endpoints.kubeconfig), "watch": {"include": [work.include]},
+        "sinks": [kafka_sink(endpoints, prefix)],
+        "checkpoint": {"store": "configmap", "namespace": "default", "id": prefix,
+                       "interval": 0.5},
+        "leader_election": {"enabled": True, "namespace": "default", "name": lease,
+                            "lease_duration": 4, "renew_deadline": 3, "retry_period": 0.5},
+    }
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = bridge(tmp_path / "a", **common), bridge(tmp_path / "b", **common)
+    first.start()
+    await asyncio.to_thread(first.wait_ready)
+    second.start()
+    await asyncio.to_thread(second.wait_ready)
+    writer = asyncio.create_task(work.run(150, pause=0.01))
+    await asyncio.sleep(1.0)
+    assert first.proc is not None
+    first.proc.send_signal(signal.SIGSTOP)  # mid-flight: events handed on, not yet saved
+    deadline = time.monotonic() + 30
+    while "kube_event_bridge_is_leader 1.0" not in second.get("/metrics")[1]:
+        assert time.monotonic() < deadline, second.tail()
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(1.0)  # the new leader works (and writes its checkpoint) meanwhile
+    first.proc.send_signal(signal.SIGCONT)
+    assert await asyncio.to_thread(first.proc.wait, 30) == 1, first.tail()
+    await writer
+    await work.run(20)
+    report = await kafka_report(endpoints.kafka_bootstrap_servers, prefix, work.truth)
+    _, metrics_text = second.get("/metrics")
+    assert await asyncio.to_thread(second.sigterm) == 0, second.tail()
+    print(f"\nzombie leader stopped with exit 1; new leader: {report.line()}")
+    assert report.ok, report.line()
+    assert report.duplicate_ids_match
+    assert 'kube_event_bridge_checkpoint_saves_total{result="error"}' not in metrics_text, \
+        second.tail()
+    assert "NOT SAVED" not in second.log.read_text()
+    log = first.log.read_text()
+    assert "lost the leader Lease" in log or "fenced" in log, first.tail()
