@@ -355,9 +355,12 @@ class FaultProxy:
         try:
             while True:
                 wake = asyncio.ensure_future(stream.wake.wait())
-                await asyncio.wait({read, wake}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({read, wake}, timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 wake.cancel()
                 stream.wake.clear()
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client went away (also noticed while stalled)
                 while stream.actions:
                     if not await self._apply(stream.actions.pop(0), stream, resp):
                         return resp
