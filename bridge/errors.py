@@ -30,7 +30,9 @@ class ApiError(BridgeError):
 
     @property
     def forbidden(self) -> bool:
-        return self.status in (401, 403)
+        """403: this identity may not do it (a 401 is about the credentials themselves, not
+        one kind: retried with backoff while the transport refreshes them)."""
+        return self.status == 403
 
     @property
     def not_found(self) -> bool:

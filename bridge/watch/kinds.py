@@ -55,7 +55,7 @@ def crd_resource(crd: dict[str, Any], versions: dict[str, str]) -> Resource | No
 async def resolve_builtin(transport: Transport, spec: str) -> Resource:
     """``apps/v1/deployments`` -> its Resource, from the API server's discovery document.
     Raises ``ValueError`` for a malformed spec, ``LookupError`` when not served (404) or not
-    permitted (401/403); other errors (``ApiError``, ``TransportError``) are transient."""
+    permitted (403); other errors (``ApiError``, ``TransportError``) are transient."""
     group, version, plural = parse_builtin(spec)
     base = f"/apis/{group}/{version}" if group else f"/api/{version}"
     try:

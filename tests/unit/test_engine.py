@@ -269,3 +269,20 @@ async def test_each_iteration_yields_everything_ready_as_one_list() -> None:
         assert [(d.name, d.type.value) for d in batch if d.resource.kind == "Thing"] == [
             ("a", "added"), ("a", "updated")]
         assert len(batch) == 3 and engine.queued == 0
+
+
+async def test_a_401_is_retried_not_skipped_as_forbidden() -> None:
+    """A 401 is about the credentials (the transport refreshes them), not about one kind:
+    the stream backs off and retries; it is not skipped like a 403."""
+    api = FakeApi()
+    things = await add_crd(api, "things", "Thing")
+    await api.create(things, "a", "ns")
+    api.errors[things] = [ApiError(401, "Unauthorized", "token expired", things)] * 2
+    async with WatchEngine(api, Selection(), FAST) as engine:
+        consumer = Consumer(engine)
+        await consumer.wait("Thing", "a")
+        assert engine.stream_keys() == ["things.x.example.com"]
+        assert all(k.watched for k in engine.kinds)
+        await consumer.close()
+    assert (sample("stream_restarts_total", group="x.example.com", kind="Thing",
+                   reason="http_401") or 0) >= 1
