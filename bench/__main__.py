@@ -1,6 +1,6 @@
 """``make bench``: every benchmark in one run, a table, and bench/results/<time>.json.
 
-    python -m bench [--quick] [--only pipeline,memory,live,scale] [--profile]
+    python -m bench [--quick] [--only pipeline,memory,live,scale,checkpoint] [--profile]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import floor, live, memory, pipeline, scale
+from bench import checkpoint, floor, live, memory, pipeline, scale
 from bridge import runtime
 from tests.env.world import World
 
@@ -33,10 +33,41 @@ def machine() -> str:
            f"Python {platform.python_version()}"
 
 
+def checkpoint_rows(cp: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    objects = f"{cp['objects'] // 1000}k objects"
+    for r in cp["results"]:
+        rate = f"{r['changes_per_s']:.0f} changes/s"
+        if r["mode"] == "before":
+            rows.append((f"checkpoint {r['store']}, {objects}, {rate}: 0.1.0",
+                         f"{r['store_bytes_per_s'] / 1000:,.1f} kB/s, "
+                         f"{r['writes_per_s']:.1f} writes/s (a {r['base_bytes'] / 1e6:.1f} MB "
+                         f"save every {cp['before_interval'] + r['save_seconds']:.1f} s)",
+                         "", ""))
+            continue
+        c = r["compaction"]
+        goal = 5 * r["changed_entry_bytes_per_s"]
+        ratio = c["amortized_store_bytes_per_s"] / r["changed_entry_bytes_per_s"]
+        at_target = r["changes_per_s"] > 0.8 * cp["rate"]  # the target is set at 100/s
+        how = f"{c['due_to']}, computed" + (f"; {c['observed']} in the window"
+                                             if c["observed"] else "")
+        rows.append((f"checkpoint {r['store']}, {objects}, {rate}: journal",
+                     f"{r['journal_store_bytes_per_s'] / 1000:,.1f} kB/s, "
+                     f"{r['journal_writes_per_s']:.1f} writes/s; with compaction every "
+                     f"{c['period_s']:.0f} s ({how}): "
+                     f"{c['amortized_store_bytes_per_s'] / 1000:,.1f} kB/s, "
+                     f"{c['amortized_writes_per_s']:.1f} writes/s; first durable "
+                     f"{r['first_durable_s']:.2f} s, reload {r['load_s']:.2f} s",
+                     f"<= 5x changed entries ({goal / 1000:,.1f} kB/s)" if at_target else "",
+                     f"{'met' if ratio <= 5 else 'NOT met'} ({ratio:.1f}x)" if at_target
+                     else f"{ratio:.1f}x changed entries"))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    parser.add_argument("--only", default="pipeline,memory,live,scale")
+    parser.add_argument("--only", default="pipeline,memory,live,scale,checkpoint")
     parser.add_argument("--profile", action="store_true",
                         help="also profile ours/null with pyinstrument")
     args = parser.parse_args()
@@ -64,6 +95,11 @@ def main() -> int:
                          f"{'met' if mine.rate >= goal else 'NOT met'}; "
                          f"naive {base.rate:,.0f} ({base.cpu_per_1000:.3f}) -> {ratio:.1f}x "
                          f"{'met' if ratio >= 20 else 'NOT met'}"))
+            if kind == "null" and "ours/null+journal" in by_name:
+                journaled = by_name["ours/null+journal"]
+                rows.append(("null + write-ahead journal (file store): events/s",
+                             f"{journaled.rate:,.0f} ({journaled.cpu_per_1000:.3f})", "",
+                             f"{journaled.rate / mine.rate:.2f}x ours/null, same run"))
         floor_events = 20_000 if quick else 100_000
         with pipeline.ReplayServer(floor_events) as server:
             floors = {
@@ -141,6 +177,13 @@ def main() -> int:
                      "<= 60 s; idle < 1%",
                      "met" if result["seconds_to_synced"] <= 60 and
                      result["idle_cpu_fraction"] < 0.01 else "NOT met"))
+    if "checkpoint" in only:
+        print("checkpoint writes (100 changes/s; before = 0.1.0's full save every 2 s):")
+        cp = asyncio.run(checkpoint.run(endpoints, objects=20_000 if quick else 100_000,
+                                        seconds_before=5 if quick else 12,
+                                        seconds_after=5 if quick else 20))
+        report["checkpoint"] = cp
+        rows.extend(checkpoint_rows(cp))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))

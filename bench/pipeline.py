@@ -4,12 +4,16 @@ Both read the same pre-generated watch traffic over HTTP from ``bench.replay`` (
 process). Ours: the real engine (raw-bytes transport, reflector, tracker), delivery and sink.
 Naive, the way tutorials write it: the official client's ``watch.Watch().stream``, the
 CloudEvents SDK with its defaults (random id, current time), one awaited send per event.
+``ours/null+journal``: ours into the null sink as the daemon runs it, with the write-ahead
+journal (engine ``journal=True``, a ``CheckpointWriter`` on a file store in a temp dir, and
+delivery awaiting ``writer.durable()`` before each dispatch): the cost of journaling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.stream import GROUP, KINDS
+from bridge.checkpoint.file import FileStore
+from bridge.checkpoint.writer import CheckpointWriter
 from bridge.delivery.pipeline import Delivery
 from bridge.events.builder import EventBuilder
 from bridge.kube import auth
@@ -101,25 +107,43 @@ def make_sink(kind: str, kafka: str, nats_url: str) -> Sink:
     return NullSink(NullSettings(name="null", batch_size=5000))
 
 
-async def ours(server: ReplayServer, kind: str, kafka: str, nats_url: str) -> Result:
+async def ours(server: ReplayServer, kind: str, kafka: str, nats_url: str,
+               journal: bool = False) -> Result:
+    """``journal``: as the daemon runs, with the write-ahead journal on a file store in a
+    temp dir (every batch waits for ``writer.durable()`` before it is dispatched)."""
     transport = HttpTransport(auth.load(str(server.kubeconfig)))
     selection = Selection(crds=False, builtins=tuple(f"{GROUP}/v1/{p}" for p, _ in KINDS))
     checkpoints = {f"{p}.{GROUP}": StreamCheckpoint("1", 0, Inventory(), "v1")
                    for p, _ in KINDS}
-    engine = WatchEngine(transport, selection, EngineOptions(max_in_flight=20_000),
-                         checkpoints)
+    engine = WatchEngine(transport, selection,
+                         EngineOptions(max_in_flight=20_000, journal=journal), checkpoints)
     sink = make_sink(kind, kafka, nats_url)
     await sink.connect()
-    delivery = Delivery(engine, EventBuilder(), [sink])
+    directory = tempfile.mkdtemp(prefix="keb-bench-journal-")
+    store = FileStore(directory, "default.checkpoint")
+    writer = CheckpointWriter(store, engine.trackers)  # the file store's defaults
+    writing: asyncio.Task[None] | None = None
+    if journal:
+        await store.load()
+        await writer.flush()  # as the daemon: a base before anything is read
+    delivery = Delivery(engine, EventBuilder(), [sink],
+                        durable=writer.durable if journal else None)
     wall, cpu = time.perf_counter(), time.process_time()
+    if journal:
+        writing = asyncio.create_task(writer.run())
     await delivery.start()
     await engine.start()
     while sum(cp.sequence for cp in engine.checkpoints().values()) < server.events:
         await asyncio.sleep(0.005)
-    result = Result(f"ours/{kind}", server.events, time.perf_counter() - wall,
-                    time.process_time() - cpu)
+    result = Result(f"ours/{kind}" + ("+journal" if journal else ""), server.events,
+                    time.perf_counter() - wall, time.process_time() - cpu)
     await engine.stop()
     await delivery.stop()
+    if writing is not None:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+    await store.close()
+    shutil.rmtree(directory, ignore_errors=True)
     await transport.close()
     return result
 
@@ -200,6 +224,10 @@ def run(events: int, naive_events: int, kafka: str, nats_url: str,
         for kind in sinks:
             results.append(asyncio.run(ours(server, kind, kafka, nats_url)))
             print(f"  {results[-1].name}: {results[-1].rate:,.0f} events/s", flush=True)
+            if kind == "null":  # the cost of journaling before dispatch, same stream
+                results.append(asyncio.run(ours(server, kind, kafka, nats_url, journal=True)))
+                print(f"  {results[-1].name}: {results[-1].rate:,.0f} events/s "
+                      f"({results[-1].rate / results[-2].rate:.2f}x ours/null)", flush=True)
             results.append(naive(server, kind, kafka, nats_url, naive_events))
             print(f"  {results[-1].name}: {results[-1].rate:,.0f} events/s", flush=True)
     return results
