@@ -97,9 +97,12 @@ def main() -> int:
                          f"{'met' if ratio >= 20 else 'NOT met'}"))
             if kind == "null" and "ours/null+journal" in by_name:
                 journaled = by_name["ours/null+journal"]
+                written = journaled.journal or {}
                 rows.append(("null + write-ahead journal (file store): events/s",
                              f"{journaled.rate:,.0f} ({journaled.cpu_per_1000:.3f})", "",
-                             f"{journaled.rate / mine.rate:.2f}x ours/null, same run"))
+                             f"{journaled.rate / mine.rate:.2f}x ours/null, same run; "
+                             f"{written.get('segments', 0):,} segments, "
+                             f"{written.get('bases', 0)} bases written"))
         floor_events = 20_000 if quick else 100_000
         with pipeline.ReplayServer(floor_events) as server:
             floors = {

@@ -48,6 +48,7 @@ class Result:
     events: int
     seconds: float
     cpu_seconds: float
+    journal: dict[str, int] | None = None  # ours/null+journal: what the writer wrote
 
     @property
     def rate(self) -> float:
@@ -123,6 +124,21 @@ async def ours(server: ReplayServer, kind: str, kafka: str, nats_url: str,
     store = FileStore(directory, "default.checkpoint")
     writer = CheckpointWriter(store, engine.trackers)  # the file store's defaults
     writing: asyncio.Task[None] | None = None
+    written = {"segments": 0, "segment_bytes": 0, "bases": 0, "base_bytes": 0}
+    append, rebase = store.append, store.rebase
+
+    async def counted_append(segment: bytes) -> None:
+        written["segments"] += 1
+        written["segment_bytes"] += len(segment)
+        await append(segment)
+
+    async def counted_rebase(base: bytes) -> None:
+        written["bases"] += 1
+        written["base_bytes"] += len(base)
+        await rebase(base)
+
+    setattr(store, "append", counted_append)  # noqa: B010 (an instance attribute)
+    setattr(store, "rebase", counted_rebase)  # noqa: B010
     if journal:
         await store.load()
         await writer.flush()  # as the daemon: a base before anything is read
@@ -136,7 +152,8 @@ async def ours(server: ReplayServer, kind: str, kafka: str, nats_url: str,
     while sum(cp.sequence for cp in engine.checkpoints().values()) < server.events:
         await asyncio.sleep(0.005)
     result = Result(f"ours/{kind}" + ("+journal" if journal else ""), server.events,
-                    time.perf_counter() - wall, time.process_time() - cpu)
+                    time.perf_counter() - wall, time.process_time() - cpu,
+                    written if journal else None)
     await engine.stop()
     await delivery.stop()
     if writing is not None:
@@ -227,7 +244,8 @@ def run(events: int, naive_events: int, kafka: str, nats_url: str,
             if kind == "null":  # the cost of journaling before dispatch, same stream
                 results.append(asyncio.run(ours(server, kind, kafka, nats_url, journal=True)))
                 print(f"  {results[-1].name}: {results[-1].rate:,.0f} events/s "
-                      f"({results[-1].rate / results[-2].rate:.2f}x ours/null)", flush=True)
+                      f"({results[-1].rate / results[-2].rate:.2f}x ours/null; written: "
+                      f"{results[-1].journal})", flush=True)
             results.append(naive(server, kind, kafka, nats_url, naive_events))
             print(f"  {results[-1].name}: {results[-1].rate:,.0f} events/s", flush=True)
     return results
