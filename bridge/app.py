@@ -14,7 +14,6 @@ import logging
 import time
 
 from bridge import metrics
-from bridge.checkpoint.codec import CheckpointError
 from bridge.checkpoint.factory import build_store
 from bridge.checkpoint.replay import restore
 from bridge.checkpoint.store import CheckpointStore
@@ -207,9 +206,9 @@ class Bridge:
             try:
                 stored = await store.load()
                 checkpoints = restore(stored.base, stored.segments)
-            except (CheckpointError, OSError) as exc:
+            except Exception as exc:  # any store or broker client error: unavailable
                 raise StartupError(f"cannot read the checkpoint from {store.description}: "
-                                   f"{exc}") from exc
+                                   f"{exc!r}") from exc
             if checkpoints:
                 log.info("resuming %d streams from the checkpoint in %s (%d journal "
                          "segments)", len(checkpoints), store.description,
@@ -219,9 +218,16 @@ class Bridge:
             await self._connect(sinks)
             engine = self.engine = WatchEngine(transport, selection(config),
                                                engine_options(config), checkpoints)
-            writer = self.writer = CheckpointWriter(store, engine.trackers,
-                                                    options=writer_options(config, store))
-            await writer.flush()  # a durable checkpoint (and a fence) before anything is read
+            supervisor = self.supervisor
+            writer = self.writer = CheckpointWriter(
+                store, engine.trackers, options=writer_options(config, store),
+                may_write=lambda: not supervisor.failed.is_set() and (
+                    elector is None or elector.leading))
+            try:  # a durable checkpoint (and a fence) before anything is read
+                await writer.flush()
+            except Exception as exc:
+                raise StartupError(f"cannot write the checkpoint to {store.description}: "
+                                   f"{exc!r}") from exc
             log.info("checkpoint durable in %s %.2fs after start", store.description,
                      time.monotonic() - started)
             e = config.events
@@ -229,7 +235,6 @@ class Bridge:
                 engine, event_builder(config), sinks,
                 SizePolicy(e.max_bytes, tuple(e.drop_fields), e.oversize),
                 durable=writer.durable)
-            supervisor = self.supervisor
             await delivery.start(supervisor)
             await engine.start()
             supervisor.spawn(writer.run(), name="checkpoint writer")
@@ -257,7 +262,7 @@ class Bridge:
 
     async def _final_write(self, writer: CheckpointWriter) -> bool:
         try:
-            await writer.flush()
+            await writer.flush(final=True)
             return True
         except Exception as exc:
             log.error("final checkpoint write to %s failed: %s (the next start repeats what "

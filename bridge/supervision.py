@@ -11,7 +11,8 @@ Every long-lived task has an owner, and a task never ends in silence:
   reason (an exception, or returning while it should run forever) is fatal. The supervisor
   records the first cause, the daemon logs it and exits 1, and the orchestrator restarts the
   process, which resumes from the checkpoint. Nothing is acknowledged on the way out.
-- ``asyncio.CancelledError`` from the supervisor's own ``stop()`` is the only normal end.
+- Cancellation by the supervisor's own ``stop()`` is the only normal end; a task that ends
+  cancelled otherwise (a ``CancelledError`` escaping a library) is a failure like any other.
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ class Supervisor:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if self._stopping or task.cancelled():
+        if self._stopping:
+            return
+        if task.cancelled():  # e.g. a library's CancelledError escaping a sink: not normal
+            self.fail(f"task {task.get_name()!r} was cancelled unexpectedly")
             return
         exc = task.exception()
         if exc is not None:

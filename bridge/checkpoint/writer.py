@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from bridge import metrics
@@ -42,11 +42,13 @@ from bridge.checkpoint.codec import (
 )
 from bridge.checkpoint.store import CheckpointStore
 from bridge.watch.backoff import Backoff
-from bridge.watch.tracker import StreamTracker
+from bridge.watch.tracker import Header, StreamTracker
 
 log = logging.getLogger(__name__)
 
 Trackers = Callable[[], Mapping[str, StreamTracker]]
+WRITE_TIMEOUT = 60.0  # seconds one store write may take before it counts as failed
+STALLED_AFTER = 10.0  # seconds a write may take before readiness reports the store
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,25 @@ class WriterOptions:
     min_write_interval: float = 0.0  # at least this long between two store writes
     compact_ratio: float = 1.0  # a new base once the journal outgrows ratio x the base
     compact_min_bytes: int = 1 << 20  # ... and this many bytes
+    bookmark_interval: float = 60.0  # positions moved only by bookmarks wait this long
 
 
 class CheckpointWriter:
     def __init__(self, store: CheckpointStore, trackers: Trackers, *,
-                 options: WriterOptions | None = None) -> None:
+                 options: WriterOptions | None = None,
+                 may_write: Callable[[], bool] = lambda: True) -> None:
+        """``may_write``: asked right before every store write (False once the daemon is
+        stopping for a fatal reason: a fenced or deposed writer writes nothing more)."""
         self.store = store
         self._trackers = trackers
         self.options = options or WriterOptions()
+        self._may_write = may_write
+        self._lock = asyncio.Lock()  # one flush at a time (the task's and the final one)
+        self._unwritten: list[StreamOps] = []  # taken by a write that failed: next time
+        self._deferred: dict[str, Header] = {}  # positions moved only by bookmarks
+        self._deferred_since = 0.0
+        self._written: dict[str, Header] = {}  # the last position written per stream
+        self._writing_since: float | None = None
         self._started = 0  # flushes begun
         self._completed = 0  # the last flush that made its records durable
         self._done = asyncio.Condition()
@@ -117,41 +130,99 @@ class CheckpointWriter:
         now = time.monotonic()
         if self.failing_since is None:
             self.failing_since = now
-        self._rebase_next = True  # what the failed write carried is only in memory now
         metrics.checkpoint_age.set(now - self.last_success)
         log.error("CHECKPOINT NOT SAVED to %s: %s. Delivery waits (nothing is sent that "
                   "the checkpoint does not cover) and retries with backoff; failing for %.0fs. "
                   "Fix the store (disk full? read-only? permissions? broker down?).",
                   self.store.description, exc, now - self.failing_since)
 
-    async def flush(self) -> None:
+    async def flush(self, *, final: bool = False) -> None:
         """One write: a journal segment with every change recorded and every committed
         position moved since the last one, or a new base when the journal has grown too
-        big (or the last write failed)."""
-        self._started += 1
-        epoch = self._started
+        big. Flushes never overlap. ``final``: positions moved by bookmarks go too."""
+        async with self._lock:
+            if final:
+                self._deferred_since = -self.options.bookmark_interval
+            self._started += 1
+            epoch = self._started
+            self._writing_since = time.monotonic()
+            try:
+                writes = await self._write()
+            finally:
+                self._writing_since = None
+            self._done_writing(writes)
+            async with self._done:
+                self._completed = max(self._completed, epoch)
+                self._done.notify_all()
+
+    async def _write(self) -> int:
+        """The store writes of one flush; returns how many. What a failed or cancelled
+        write took from the trackers is kept for the next one (re-writing an intent or a
+        position is harmless: replay keys intents by sequence)."""
         trackers = self._trackers()
-        ops: list[StreamOps] = []
-        for key, tracker in trackers.items():
-            records, header = tracker.take_journal()
-            if records or header is not None:
-                ops.append((key, header, records))
-        writes = 0
+        ops = self._take(trackers)
         if self._rebase_next or self._compaction_due(ops):
             blob = encode_base((key, StreamState(t.committed, t.pending()))
                                for key, t in trackers.items())
-            await self.store.rebase(blob)
+            self._unwritten, self._deferred = ops, {}  # in the base; kept if it fails
+            await self._store_write(self.store.rebase(blob))
+            self._unwritten = []
+            self._written = {key: t.committed.header() for key, t in trackers.items()}
             self._wrote("base", len(blob))
             self._base_bytes, self._journal_bytes, self._segments = len(blob), 0, 0
             self._rebase_next = False
-            writes = 1
-        elif ops:
-            for segment in encode_segments(ops, self.store.segment_limit):
-                await self.store.append(segment)
-                self._wrote("journal", len(segment))
-                self._journal_bytes += len(segment)
-                self._segments += 1
-                writes += 1
+            return 1
+        writes = 0
+        self._unwritten = ops
+        for segment in encode_segments(ops, self.store.segment_limit):
+            await self._store_write(self.store.append(segment))
+            self._wrote("journal", len(segment))
+            self._journal_bytes += len(segment)
+            self._segments += 1
+            writes += 1
+        self._unwritten = []
+        self._written_now(ops)
+        return writes
+
+    def _take(self, trackers: Mapping[str, StreamTracker]) -> list[StreamOps]:
+        """What to write: what a failed write took, then every tracker's new records and
+        moved positions; a position moved by bookmarks alone waits ``bookmark_interval``
+        (unless something else of its stream is written first)."""
+        ops = list(self._unwritten)
+        now = time.monotonic()
+        for key, tracker in trackers.items():
+            records, header = tracker.take_journal()
+            deferred = self._deferred.pop(key, None)
+            if not records and header is not None and self._bookmark_only(key, header):
+                if not self._deferred:
+                    self._deferred_since = now
+                self._deferred[key] = header
+            elif records or header is not None or deferred is not None:
+                ops.append((key, header or deferred, records))
+        if self._deferred and now - self._deferred_since >= self.options.bookmark_interval:
+            ops.extend((key, header, []) for key, header in self._deferred.items())
+            self._deferred = {}
+        return ops
+
+    def _bookmark_only(self, key: str, header: Header) -> bool:
+        """Only the resume point moved since the last written position (nothing was
+        acknowledged): losing it costs a slightly older resume point, nothing else."""
+        last = self._written.get(key)
+        return last is not None and last[1:] == header[1:]
+
+    def _written_now(self, ops: list[StreamOps]) -> None:
+        for key, header, _ in ops:
+            if header is not None:
+                self._written[key] = header
+
+    async def _store_write(self, write: Awaitable[None]) -> None:
+        if not self._may_write():
+            raise CheckpointFenced("the daemon is stopping for a fatal reason: no more "
+                                   "checkpoint writes")
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await write
+
+    def _done_writing(self, writes: int) -> None:
         now = time.monotonic()
         if writes:
             self._next_write = now + writes * self.options.min_write_interval
@@ -162,9 +233,6 @@ class CheckpointWriter:
                      self.store.description, now - self.failing_since)
         self.failing_since = None
         self.last_success = now  # nothing to write counts: the store holds everything
-        async with self._done:
-            self._completed = epoch
-            self._done.notify_all()
 
     def _compaction_due(self, ops: list[StreamOps]) -> bool:
         if self._segments >= self.store.max_segments:
@@ -182,4 +250,7 @@ class CheckpointWriter:
 
     @property
     def failing(self) -> bool:
-        return self.failing_since is not None
+        """The last write failed, or the current one has taken over ``STALLED_AFTER``."""
+        writing = self._writing_since
+        return self.failing_since is not None or (
+            writing is not None and time.monotonic() - writing > STALLED_AFTER)

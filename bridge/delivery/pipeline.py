@@ -41,7 +41,8 @@ class Delivery:
             _route(w.sink.settings.filter) for w in self.workers]
         self._remaining: dict[Event, int] = {}  # events routed to several sinks: acks owed
         self._in_flight = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self._own: Supervisor | None = None
+        self._held = 0  # deltas the dispatcher holds while their journal write completes
         self._idle = asyncio.Event()
         self._idle.set()
         metrics.in_flight.set_function(lambda: self._in_flight)
@@ -49,15 +50,20 @@ class Delivery:
     async def start(self, supervisor: Supervisor | None = None) -> None:
         """The workers and the dispatcher run as daemon-level tasks owned by ``supervisor``
         (the daemon's: one that ends is fatal), or by one of their own."""
-        owner = supervisor or Supervisor()
-        self._tasks = [owner.spawn(w.run(), name=f"sink {w.name}") for w in self.workers]
-        self._tasks.append(owner.spawn(self._dispatch_all(), name="dispatch"))
+        owner = self._own = supervisor or Supervisor()
+        if supervisor is not None:
+            self._own = None  # the daemon's: it stops them
+        for worker in self.workers:
+            owner.spawn(worker.run(), name=f"sink {worker.name}")
+        owner.spawn(self._dispatch_all(), name="dispatch")
 
     async def _dispatch_all(self) -> None:
         durable = self._durable
         async for deltas in self.source:
             if durable is not None:
+                self._held = len(deltas)
                 await durable()
+                self._held = 0
             self.dispatch(deltas)
 
     def dispatch(self, deltas: Sequence[Delta]) -> None:
@@ -104,7 +110,8 @@ class Delivery:
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        """Handed to sinks and not yet acknowledged, or waiting for their journal write."""
+        return self._in_flight + self._held
 
     def sinks_down(self) -> list[str]:
         """Names of the sinks that are down (``SinkWorker.down_reason`` says why): failing,
@@ -118,9 +125,9 @@ class Delivery:
         return True
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop the tasks (unless the daemon's supervisor owns them) and close the sinks."""
+        if self._own is not None:
+            await self._own.stop()
         for worker in self.workers:
             await worker.sink.close()
 

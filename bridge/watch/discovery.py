@@ -54,6 +54,7 @@ class Discovery:
         self._ctx = context
         self._supervisor = supervisor
         self._crds: set[str] = set()  # group_resource of every CRD that exists
+        self._crd_uids: dict[str, str] = {}  # group_resource -> the uid of its current CRD
         self._waiting = 0  # built-in kinds and CRD discovery not synced yet
         self._crds_synced = False
         self.synced = asyncio.Event()
@@ -159,10 +160,14 @@ class Discovery:
         kinds = self._ctx.kinds
         crd = crd_group_resource(delta.obj)
         deleted = delta.type is DeltaType.DELETED
+        if deleted and self._crd_uids.get(crd, delta.uid) != delta.uid:
+            return  # an older incarnation (deleted and re-created within one re-list diff)
         if deleted:
             self._crds.discard(crd)
+            self._crd_uids.pop(crd, None)
         else:
             self._crds.add(crd)
+            self._crd_uids[crd] = delta.uid
         resource = None if deleted else crd_resource(delta.obj, self._ctx.options.versions)
         if resource is not None:
             self._consider(resource, builtin=False)

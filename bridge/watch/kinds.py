@@ -28,6 +28,11 @@ class KindStatus:
 
 
 def crd_group_resource(crd: dict[str, Any]) -> str:
+    """``plural.group``: a CRD's name by API rule (a synthetic deletion found by a re-list
+    carries only metadata), else from its spec."""
+    name = (crd.get("metadata") or {}).get("name")
+    if name:
+        return str(name)
     spec = crd.get("spec") or {}
     return f"{(spec.get('names') or {}).get('plural', '')}.{spec.get('group', '')}"
 

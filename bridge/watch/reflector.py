@@ -114,6 +114,10 @@ class Source:
     options: WatchOptions
     list_gate: asyncio.Semaphore  # bounds concurrent lists (a watch-list's initial state too)
     pacing: Pacing = field(default_factory=Pacing)
+    # recorded changes a stream may hold uncommitted (0: no bound): changes that are not
+    # delivered (filtered, ``initial: skip``) free their window room at once but commit
+    # only behind the delivered ones before them, so a stalled sink must also stop them
+    max_pending: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,7 @@ class Reflector:
         self.health = spec.health or StreamHealth(source.pacing.clock)
         self._outlet = outlet
         self._list_gate = source.list_gate
+        self._max_pending = source.max_pending
         self._on_synced = spec.on_synced
         self._path = spec.resource.collection_path(spec.namespace)
         self._watch_list = source.options.watch_list
@@ -244,31 +249,33 @@ class Reflector:
         seen: set[str] = set()
         exact = {"resourceVersion": at, "resourceVersionMatch": "Exact"} if at else {}
         params = self._params(limit=str(self.options.page_size), **exact)
+        # journal where this list is served only while nothing is known from before it:
+        # a re-list at that position skips the deletion pass
+        record = self._first and self.tracker.journaled and not at
+        record = record and self.tracker.knows_nothing()
         async with self._list_gate:
             self.health.connected()
             while True:
                 try:
                     data = await self.transport.request("GET", self._path, params)
                 except ApiError as exc:
-                    if exc.gone and "continue" in params:
-                        log.info("%s: list continue token expired; full list", self.key)
+                    if exc.gone and ("continue" in params or exact):
+                        log.info("%s: %s; a full list and diff", self.key,
+                                 "list continue token expired" if "continue" in params else
+                                 f"the initial list's resourceVersion {at} is gone (changes "
+                                 "made since arrive as final states)")
                         seen.clear()
-                        exact = {}  # a fresh full list
+                        exact, record = {}, False
+                        if self.tracker.journaled:
+                            self.tracker.listing(None)  # what it knows may predate the list
                         params = self._params()
-                        continue
-                    if exc.gone and exact:
-                        log.info("%s: the initial list's resourceVersion %s is gone; listing "
-                                 "afresh (changes made since arrive as final states)", self.key,
-                                 at)
-                        exact = {}
-                        params = self._params(limit=str(self.options.page_size))
                         continue
                     raise
                 try:
                     body = orjson.loads(data)
                     items = body.get("items") or []
                     meta = body.get("metadata") or {}
-                    if self._first and self.tracker.journaled and "continue" not in params:
+                    if record and "continue" not in params:
                         self.tracker.listing(str(meta.get("resourceVersion") or ""))
                     async with self._output(len(items), mode) as rec:
                         for item in items:
@@ -463,6 +470,9 @@ class Reflector:
         """Room for ``room`` changes is reserved first; the body records them without
         awaiting; what it recorded is handed over (and the unused room given back) even
         when it raises."""
+        limit = self._max_pending
+        while limit and self.tracker.in_flight >= limit:  # only while a sink holds back
+            await asyncio.sleep(0.05)
         await self._outlet.reserve(room)
         rec = _Recorder(self, mode)
         try:

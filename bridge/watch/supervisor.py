@@ -70,7 +70,7 @@ class WatchContext:
 
     def source(self, options: WatchOptions | None = None) -> Source:
         return Source(self.transport, options or self.options.watch, self.list_gate,
-                      self.options.pacing)
+                      self.options.pacing, max_pending=2 * self.options.max_in_flight)
 
 
 # ---- one stream: attempts for ever, paced ------------------------------------------------

@@ -105,10 +105,16 @@ class StreamTracker:
         self._overlay[uid] = (seq, entry)
         return seq
 
-    def listing(self, rv: str) -> None:
+    def listing(self, rv: str | None) -> None:
         """The initial list is served at ``rv``; recorded before its first change, so it is
-        journaled before any of them can leave (see ``StreamCheckpoint.listed``)."""
+        journaled before any of them can leave (see ``StreamCheckpoint.listed``). Only valid
+        while everything known came from that list or later (``knows_nothing`` before it);
+        None forgets it (the next start then diffs with a deletion pass)."""
         self.committed.listed = rv
+
+    def knows_nothing(self) -> bool:
+        """No object is known, committed, pending or uncertain."""
+        return not self._overlay and not len(self.committed.inventory)
 
     def mark(self, resume_rv: str) -> None:
         """A resume point that needs no delivery (bookmark, end of a re-list)."""

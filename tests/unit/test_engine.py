@@ -286,3 +286,26 @@ async def test_a_401_is_retried_not_skipped_as_forbidden() -> None:
         await consumer.close()
     assert (sample("stream_restarts_total", group="x.example.com", kind="Thing",
                    reason="http_401") or 0) >= 1
+
+
+async def test_a_crd_deletion_found_by_a_re_list_drains_its_stream() -> None:
+    """The CRD watch was down when the CRD went (and its history is compacted): the re-list
+    diff's synthetic deletion carries only metadata, and must still drain the stream."""
+    api = FakeApi()
+    things = await add_crd(api, "things", "Thing")
+    await api.create(things, "a", "ns")
+    async with WatchEngine(api, Selection(), FAST) as engine:
+        consumer = Consumer(engine)
+        await consumer.wait("Thing", "a")
+        api.errors[CRDS] = [TransportError("refused (fake)")] * 10
+        await api.drop_watches()
+        crd = next(iter(api.objects[CRDS].values()))
+        await api.delete(CRDS, crd["metadata"]["uid"])
+        api.compact()
+        async with asyncio.timeout(5):
+            while engine.stream_keys():
+                await asyncio.sleep(0.01)
+        await consumer.wait("Thing", "a")
+        assert [(d.type.value, d.name, d.synthetic) for d in consumer.deltas
+                if d.resource.kind == "Thing"][-1] == ("deleted", "a", True)
+        await consumer.close()

@@ -240,3 +240,55 @@ def test_segments_are_split_at_the_limit() -> None:
     assert sum(len(orjson.loads(s)["s"][0][2]) for s in segments) == 1000
     assert orjson.loads(segments[-1])["s"][-1][1] is not None  # the header comes last
     assert all(orjson.loads(s)["s"][0][1] is None for s in segments[:-1])
+
+
+class CountingStore(FlakyStore):
+    def __init__(self, directory: str) -> None:
+        super().__init__(directory)
+        self.rebases = 0
+
+    async def rebase(self, base: bytes) -> None:
+        self.rebases += 1
+        await super().rebase(base)
+
+
+async def test_a_failed_write_is_retried_as_a_segment_not_a_whole_base(tmp_path: Path) -> None:
+    """A store hiccup must not bring back a full rewrite of every inventory."""
+    store = CountingStore(str(tmp_path))
+    await store.load()
+    trackers = {KEY: StreamTracker(StreamCheckpoint(), journal=True)}
+    writer = CheckpointWriter(store, lambda: trackers)
+    await writer.flush()
+    assert store.rebases == 1
+    store.broken = True
+    trackers[KEY].record("x", entry(1, "x"), "1")
+    with pytest.raises(OSError):
+        await writer.flush()
+    store.broken = False
+    trackers[KEY].record("y", entry(2, "y"), "2")
+    await writer.flush()
+    assert store.rebases == 1
+    stored = await store.load()
+    assert restore(stored.base, stored.segments)[KEY].uncertain == {"x", "y"}
+    await store.close()
+
+
+async def test_positions_moved_by_bookmarks_alone_are_written_less_often(
+        tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path), "cp")
+    await store.load()
+    trackers = {KEY: StreamTracker(StreamCheckpoint(), journal=True)}
+    writer = CheckpointWriter(store, lambda: trackers,
+                              options=WriterOptions(bookmark_interval=3600))
+    tracker = trackers[KEY]
+    tracker.ack(tracker.record("x", entry(1, "x"), "1"))
+    await writer.flush()
+    before = store.journal_path.stat().st_size
+    for rv in range(2, 50):
+        tracker.mark(str(rv))  # bookmarks: nothing acknowledged, only the resume point
+        await writer.flush()
+    assert store.journal_path.stat().st_size == before
+    await writer.flush(final=True)  # at shutdown it goes too
+    stored = await store.load()
+    assert restore(stored.base, stored.segments)[KEY].resource_version == "49"
+    await store.close()

@@ -291,3 +291,64 @@ def test_relist_diff_is_exactly_the_difference(before: dict[str, int],
     assert {d.uid: d.type.value for d in deltas} == expected
     assert len(deltas) == len(expected)
     assert all(d.synthetic for d in deltas)
+
+
+async def test_a_journaled_first_list_records_its_position_only_when_nothing_is_known() -> None:
+    """The initial list's resourceVersion is journaled (so a crash re-lists exactly there,
+    without a deletion pass) only while nothing is known from before it: an object left
+    uncertain by an earlier, interrupted start must still get its deletion."""
+    api = FakeApi()
+    api.objects[PATH] = {}
+    await api.create(PATH, "a", "ns")
+    fresh = StreamTracker(StreamCheckpoint(), journal=True)
+    out = Collect(fresh)
+    task = asyncio.create_task(keep_running(reflector_for(api, fresh, out)))
+    await settle(out, 1)
+    assert fresh.committed.listed == str(api.rv)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    inventory = Inventory()
+    inventory.put("gone-uid", Entry("7", "ns", "gone"))
+    known = StreamCheckpoint(None, 3, inventory, uncertain={"gone-uid"}, listed=None)
+    tracker = StreamTracker(known, journal=True)
+    out = Collect(tracker)
+    task = asyncio.create_task(keep_running(reflector_for(api, tracker, out)))
+    await settle(out, 2)
+    assert tracker.committed.listed is None
+    assert sorted(out.summary()) == [("added", "a", True), ("deleted", "gone", True)]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_undelivered_changes_stop_piling_up_behind_an_unacknowledged_one() -> None:
+    """Filtered changes free their window room at once but commit only behind the delivered
+    change before them: with that one unacknowledged (a stalled sink), reading must stop
+    at ``max_pending`` instead of holding ever more of them in memory."""
+    api = FakeApi()
+    api.objects[PATH] = {}
+    doomed = await api.create(PATH, "doomed", "ns")
+    keep = await api.create(PATH, "keep", "ns")
+    tracker = StreamTracker(StreamCheckpoint())
+
+    class Stalled(Collect):
+        def push(self, deltas: list[Delta], unused: int) -> None:
+            self.deltas.extend(deltas)  # never acknowledged
+
+    out = Stalled(tracker)
+    options = WatchOptions(page_size=2, event_types=frozenset({DeltaType.DELETED}))
+    reflector = Reflector(StreamSpec("things", THINGS), tracker, out,
+                          Source(api, options, asyncio.Semaphore(1), FAST, max_pending=5))
+    task = asyncio.create_task(keep_running(reflector))
+    async with asyncio.timeout(5):
+        while not reflector.synced:
+            await asyncio.sleep(0.01)
+    await api.delete(PATH, doomed["metadata"]["uid"])  # delivered, never acknowledged
+    for _ in range(30):
+        await api.update(PATH, keep["metadata"]["uid"])  # filtered out
+        await asyncio.sleep(0.02)  # one read each
+    await asyncio.sleep(0.3)
+    assert [d.type for d in out.deltas] == [DeltaType.DELETED]
+    assert tracker.in_flight <= 5 + 1  # stopped at the bound (a read admitted may add one)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
