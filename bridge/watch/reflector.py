@@ -471,7 +471,9 @@ class Reflector:
         awaiting; what it recorded is handed over (and the unused room given back) even
         when it raises."""
         limit = self._max_pending
-        while limit and self.tracker.in_flight >= limit:  # only while a sink holds back
+        # polled, and only while a sink holds back: an event set on every commit would
+        # cost the hot path more than this wait ever does
+        while limit and self.tracker.in_flight >= limit:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await self._outlet.reserve(room)
         rec = _Recorder(self, mode)
