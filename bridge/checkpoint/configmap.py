@@ -33,7 +33,7 @@ namespace, name), a journal entry about 90:
 
 The writer spaces writes ``min_write_interval`` apart (default 0.2 s: at most 5 API writes/s,
 each carrying every change since the last) and rewrites the base when the journal outgrows
-``compact_ratio`` times it or reaches ``max_segments`` (1000) segments. Every byte also lands
+``compact_ratio`` times it or reaches ``max_segments`` (4000) segments. Every byte also lands
 in etcd (quota 2-8 GiB, history kept until compaction), so above about 50k objects use the
 kafka or nats-kv store; a base above 8 MiB logs a warning saying so.
 """
@@ -70,7 +70,7 @@ class ConfigMapStore:
     segment_limit = 700 * 1024
     # a load LISTs them, 100 per request; at 5 appends/s, 1000 segments put 200 s between
     # two rewrites of the base (100k objects: 7.3 MB / 200 s; with 100, every 20 s)
-    max_segments = 1000
+    max_segments = 4000  # a load LISTs them, 100 a request
     default_min_write_interval = 0.2  # every write is an API request: at most 5/s
 
     def __init__(self, transport: Transport, namespace: str, checkpoint_id: str) -> None:

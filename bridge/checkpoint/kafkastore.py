@@ -59,7 +59,7 @@ _TOPIC_EXISTS = 36
 
 class KafkaStore:
     segment_limit = 512 * 1024
-    max_segments = 10_000  # a load reads the whole topic once anyway
+    max_segments = 100_000  # a load reads the whole topic once anyway
     default_min_write_interval = 0.0
 
     def __init__(self, bootstrap_servers: str, topic: str, checkpoint_id: str, *,

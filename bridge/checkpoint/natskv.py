@@ -46,7 +46,7 @@ CHUNK = 512 * 1024  # well under the default 1 MiB max payload
 
 class NatsKvStore:
     segment_limit = 512 * 1024
-    max_segments = 10_000  # a load reads them all through one consumer (~40 µs each)
+    max_segments = 100_000  # a load reads them all through one consumer (~40 µs each)
     default_min_write_interval = 0.0
 
     def __init__(self, url: str, bucket: str, checkpoint_id: str) -> None:

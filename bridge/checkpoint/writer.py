@@ -27,6 +27,7 @@ retried with backoff; the next successful write is a full base. A fenced store
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,7 +43,7 @@ from bridge.checkpoint.codec import (
 )
 from bridge.checkpoint.store import CheckpointStore
 from bridge.watch.backoff import Backoff
-from bridge.watch.tracker import Header, StreamTracker
+from bridge.watch.tracker import Header, StreamCheckpoint, StreamTracker
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class WriterOptions:
     compact_ratio: float = 1.0  # a new base once the journal outgrows ratio x the base
     compact_min_bytes: int = 1 << 20  # ... and this many bytes
     bookmark_interval: float = 60.0  # positions moved only by bookmarks wait this long
+
+
+def _frozen(checkpoint: StreamCheckpoint) -> StreamCheckpoint:
+    """A copy that acknowledgements arriving meanwhile do not change."""
+    return dataclasses.replace(checkpoint, inventory=checkpoint.inventory.copy(),
+                               uncertain=set(checkpoint.uncertain))
 
 
 class CheckpointWriter:
@@ -161,13 +168,15 @@ class CheckpointWriter:
         position is harmless: replay keys intents by sequence)."""
         trackers = self._trackers()
         ops = self._take(trackers)
-        if self._rebase_next or self._compaction_due(ops):
-            blob = encode_base((key, StreamState(t.committed, t.pending()))
-                               for key, t in trackers.items())
+        if self._rebase_next or self._compaction_due():
+            states = [(key, StreamState(_frozen(t.committed), t.pending()))
+                      for key, t in trackers.items()]  # a consistent cut, in the loop
             self._unwritten, self._deferred = ops, {}  # in the base; kept if it fails
+            headers = {key: state.checkpoint.header() for key, state in states}
+            blob = await asyncio.to_thread(encode_base, states)  # the loop goes on
             await self._store_write(self.store.rebase(blob))
             self._unwritten = []
-            self._written = {key: t.committed.header() for key, t in trackers.items()}
+            self._written = headers
             self._wrote("base", len(blob))
             self._base_bytes, self._journal_bytes, self._segments = len(blob), 0, 0
             self._rebase_next = False
@@ -234,13 +243,12 @@ class CheckpointWriter:
         self.failing_since = None
         self.last_success = now  # nothing to write counts: the store holds everything
 
-    def _compaction_due(self, ops: list[StreamOps]) -> bool:
+    def _compaction_due(self) -> bool:
         if self._segments >= self.store.max_segments:
             return True
-        pending = sum(len(records) for _, _, records in ops) * 100  # a rough size
         threshold = max(self.options.compact_min_bytes,
                         self.options.compact_ratio * self._base_bytes)
-        return self._journal_bytes + pending > threshold
+        return self._journal_bytes > threshold
 
     def _wrote(self, kind: str, size: int) -> None:
         metrics.checkpoint_saves.labels(result="ok").inc()

@@ -58,6 +58,12 @@ class Inventory:
     def remove(self, uid: str) -> None:
         self._entries.pop(uid.encode(), None)
 
+    def copy(self) -> Inventory:
+        """A snapshot (the packed entries are immutable: a shallow copy suffices)."""
+        inv = Inventory()
+        inv._entries = dict(self._entries)
+        return inv
+
     def items(self) -> Iterator[tuple[str, Entry]]:
         for key, value in list(self._entries.items()):
             yield key.decode(), _unpack(value)
