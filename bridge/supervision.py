@@ -3,14 +3,16 @@
 Every long-lived task has an owner, and a task never ends in silence:
 
 - **Streams** (one reflector per watched kind, and CRD discovery) are owned by the watch
-  layer's stream supervisor: whatever a stream raises, it is restarted with backoff (re-list
-  and diff), counted in ``kube_event_bridge_stream_restarts_total{kind,reason}``, and shown
-  as not flowing in readiness and ``kube_event_bridge_stream_up`` until it flows again.
+  layer's stream supervisor (``bridge.watch.supervisor``): whatever a stream raises, it is
+  restarted with backoff (re-list and diff, or resume), counted in
+  ``kube_event_bridge_stream_restarts_total{group,kind,reason}``, and shown as not flowing
+  in readiness and ``kube_event_bridge_stream_up`` until it flows again.
 - **Daemon-level tasks** (delivery workers and dispatch, the checkpoint writer, the lease
   keeper, progress) are owned by a ``Supervisor``: any of them ending for an unexpected
   reason (an exception, or returning while it should run forever) is fatal. The supervisor
-  records the first cause, the daemon logs it and exits 1, and the orchestrator restarts the
-  process, which resumes from the checkpoint. Nothing is acknowledged on the way out.
+  records the first cause, the daemon stops sending and writing, logs it and exits 1, and
+  the orchestrator restarts the process, which resumes from the checkpoint. A lost Lease and
+  a fenced checkpoint end the same way. Nothing is acknowledged on the way out.
 - Cancellation by the supervisor's own ``stop()`` is the only normal end; a task that ends
   cancelled otherwise (a ``CancelledError`` escaping a library) is a failure like any other.
 """

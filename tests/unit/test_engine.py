@@ -1,4 +1,4 @@
-"""bridge.watch.engine: what the engine hands to the checkpoint saver."""
+"""bridge.watch.engine: what the engine hands to the checkpoint writer, and its supervision."""
 
 from __future__ import annotations
 
