@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
-from tests.daemon import bridge, write_config
+from tests.daemon import BridgeProcess, bridge, write_config
 from tests.env.world import Endpoints
 from tests.rig import kafka_report
 from tests.tcpproxy import TcpProxy
@@ -121,24 +121,31 @@ async def test_second_signal_forces_exit(endpoints: Endpoints, tmp_path: Path) -
     assert "second signal" in process.log.read_text()
 
 
+def leader_and_standby(endpoints: Endpoints, work: Workload, tmp_path: Path, prefix: str,
+                       checkpoint: dict[str, object]) -> tuple[BridgeProcess, BridgeProcess]:
+    """Two bridges with leader election on one Lease and one checkpoint, Kafka sink."""
+    common = {
+        "kubeconfig": str(endpoints.kubeconfig), "watch": {"include": [work.include]},
+        "sinks": [kafka_sink(endpoints, prefix)], "checkpoint": checkpoint,
+        "leader_election": {"enabled": True, "namespace": "default",
+                            "name": f"keb-{uuid.uuid4().hex[:6]}", "lease_duration": 4,
+                            "renew_deadline": 3, "retry_period": 0.5},
+    }
+    processes = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        processes.append(bridge(tmp_path / name, **common))
+    return processes[0], processes[1]
+
+
 async def test_standby_takes_over_when_the_leader_dies(
         endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) -> None:
     work = Workload(kube)
     work.setup()
     prefix = f"lead{uuid.uuid4().hex[:8]}"
-    lease = f"keb-{uuid.uuid4().hex[:6]}"
-    common = {
-        "kubeconfig": str(endpoints.kubeconfig), "watch": {"include": [work.include]},
-        "sinks": [kafka_sink(endpoints, prefix)],
-        "checkpoint": {"store": "file", "path": str(tmp_path / "shared"), "interval": 0.5},
-        "leader_election": {"enabled": True, "namespace": "default", "name": lease,
-                            "lease_duration": 4, "renew_deadline": 3, "retry_period": 0.5},
-    }
-    first_dir, second_dir = tmp_path / "a", tmp_path / "b"
-    first_dir.mkdir()
-    second_dir.mkdir()
-    first = bridge(first_dir, **common)
-    second = bridge(second_dir, **common)
+    first, second = leader_and_standby(
+        endpoints, work, tmp_path, prefix,
+        {"store": "file", "path": str(tmp_path / "shared"), "interval": 0.5})
     first.start()
     await asyncio.to_thread(first.wait_ready)
     second.start()
@@ -191,18 +198,9 @@ async def test_a_paused_leader_that_lost_its_lease_stops_and_the_new_leader_save
     work = Workload(kube)
     work.setup()
     prefix = f"zomb{uuid.uuid4().hex[:8]}"
-    lease = f"keb-{uuid.uuid4().hex[:6]}"
-    common = {
-        "kubeconfig": str(endpoints.kubeconfig), "watch": {"include": [work.include]},
-        "sinks": [kafka_sink(endpoints, prefix)],
-        "checkpoint": {"store": "configmap", "namespace": "default", "id": prefix,
-                       "interval": 0.5},
-        "leader_election": {"enabled": True, "namespace": "default", "name": lease,
-                            "lease_duration": 4, "renew_deadline": 3, "retry_period": 0.5},
-    }
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, second = bridge(tmp_path / "a", **common), bridge(tmp_path / "b", **common)
+    first, second = leader_and_standby(
+        endpoints, work, tmp_path, prefix,
+        {"store": "configmap", "namespace": "default", "id": prefix, "interval": 0.5})
     first.start()
     await asyncio.to_thread(first.wait_ready)
     second.start()
