@@ -244,7 +244,7 @@ async def test_g_checkpoint_directory_unusable(rig: Rig) -> None:
 
 @pytest.mark.timeout(1800 if FULL else 300)
 async def test_h_sigkill_loop_with_gaps(rig: Rig, world: World) -> None:
-    """SIGKILLs at random moments, a third of them within the first second after start (the
+    """SIGKILLs at random moments, every third one within the first second after start (the
     first one inside the initial snapshot of a larger population), with `tests.env gap`
     (410 on the next start) after every fifth kill, while objects are created, updated and
     deleted: 0 lost (issue 11)."""
