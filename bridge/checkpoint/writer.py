@@ -94,7 +94,6 @@ class CheckpointWriter:
         self._next_write = 0.0  # monotonic time before which no write starts
         self.failing_since: float | None = None
         self.last_success = time.monotonic()
-        self.first_durable: float | None = None  # monotonic time of the first write
 
     # ---- delivery's side -----------------------------------------------------------------
 
@@ -174,7 +173,7 @@ class CheckpointWriter:
             self._unwritten, self._deferred = ops, {}  # in the base; kept if it fails
             headers = {key: state.checkpoint.header() for key, state in states}
             blob = await asyncio.to_thread(encode_base, states)  # the loop goes on
-            await self._store_write(self.store.rebase(blob))
+            await self._store_write(self.store.rebase, blob)
             self._unwritten = []
             self._written = headers
             self._wrote("base", len(blob))
@@ -184,7 +183,7 @@ class CheckpointWriter:
         writes = 0
         self._unwritten = ops
         for segment in encode_segments(ops, self.store.segment_limit):
-            await self._store_write(self.store.append(segment))
+            await self._store_write(self.store.append, segment)
             self._wrote("journal", len(segment))
             self._journal_bytes += len(segment)
             self._segments += 1
@@ -224,19 +223,18 @@ class CheckpointWriter:
             if header is not None:
                 self._written[key] = header
 
-    async def _store_write(self, write: Awaitable[None]) -> None:
-        if not self._may_write():
+    async def _store_write(self, write: Callable[[bytes], Awaitable[None]],
+                           data: bytes) -> None:
+        if not self._may_write():  # asked before the write is even begun
             raise CheckpointFenced("the daemon is stopping for a fatal reason: no more "
                                    "checkpoint writes")
         async with asyncio.timeout(WRITE_TIMEOUT):
-            await write
+            await write(data)
 
     def _done_writing(self, writes: int) -> None:
         now = time.monotonic()
         if writes:
             self._next_write = now + writes * self.options.min_write_interval
-            if self.first_durable is None:
-                self.first_durable = now
         if self.failing_since is not None:
             log.info("checkpoint store %s is writable again after %.0fs",
                      self.store.description, now - self.failing_since)
