@@ -199,6 +199,8 @@ class CheckpointWriter:
         ops = list(self._unwritten)
         now = time.monotonic()
         for key, tracker in trackers.items():
+            if not tracker.dirty:
+                continue
             records, header = tracker.take_journal()
             deferred = self._deferred.pop(key, None)
             if not records and header is not None and self._bookmark_only(key, header):

@@ -50,12 +50,11 @@ class Delivery:
     async def start(self, supervisor: Supervisor | None = None) -> None:
         """The workers and the dispatcher run as daemon-level tasks owned by ``supervisor``
         (the daemon's: one that ends is fatal), or by one of their own."""
-        owner = self._own = supervisor or Supervisor()
-        if supervisor is not None:
-            self._own = None  # the daemon's: it stops them
+        if supervisor is None:
+            supervisor = self._own = Supervisor()  # stopped by ``stop``
         for worker in self.workers:
-            owner.spawn(worker.run(), name=f"sink {worker.name}")
-        owner.spawn(self._dispatch_all(), name="dispatch")
+            supervisor.spawn(worker.run(), name=f"sink {worker.name}")
+        supervisor.spawn(self._dispatch_all(), name="dispatch")
 
     async def _dispatch_all(self) -> None:
         durable = self._durable

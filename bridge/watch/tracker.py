@@ -75,6 +75,9 @@ class StreamTracker:
         self._overlay: dict[str, tuple[int, Entry | None]] = {}
         self._journal: list[Record] = []  # recorded, not yet taken by the journal writer
         self._journaled_header: Header | None = None
+        # something journal-worthy happened since the last ``take_journal``: the writer
+        # visits only these trackers, so a flush costs what changed, not every stream
+        self.dirty = True
 
     # ---- the journal writer's side --------------------------------------------------------
 
@@ -82,6 +85,7 @@ class StreamTracker:
         """The changes recorded since the last call, and the committed header if it moved
         since then (None otherwise). Synchronous: a consistent cut."""
         taken, self._journal = self._journal, []
+        self.dirty = False
         header = self.committed.header()
         if header == self._journaled_header:
             return taken, None
@@ -102,6 +106,7 @@ class StreamTracker:
         self._pending.append(item)
         if self.journaled:
             self._journal.append(item)
+            self.dirty = True
         self._overlay[uid] = (seq, entry)
         return seq
 
@@ -111,6 +116,7 @@ class StreamTracker:
         while everything known came from that list or later (``knows_nothing`` before it);
         None forgets it (the next start then diffs with a deletion pass)."""
         self.committed.listed = rv
+        self.dirty = True
 
     def knows_nothing(self) -> bool:
         """No object is known, committed, pending or uncertain."""
@@ -122,6 +128,7 @@ class StreamTracker:
             self._pending[-1].resume_rv = resume_rv
         else:
             self.committed.resource_version = resume_rv
+            self.dirty = True
 
     def get(self, uid: str) -> Entry | None:
         """What has been handed on for ``uid`` (pending changes first, then committed)."""
@@ -155,6 +162,7 @@ class StreamTracker:
 
     def _commit(self, item: Record) -> None:
         committed = self.committed
+        self.dirty = True
         committed.sequence = item.seq
         if item.entry is None:
             committed.inventory.remove(item.uid)

@@ -33,6 +33,7 @@ class Trackers:
         committed = tracker.committed
         committed.version, committed.kind = resource.version, resource.kind
         committed.crd = not builtin
+        tracker.dirty = True  # the header names the version and kind
         return tracker
 
     def all(self) -> dict[str, StreamTracker]:

@@ -292,3 +292,18 @@ async def test_positions_moved_by_bookmarks_alone_are_written_less_often(
     stored = await store.load()
     assert restore(stored.base, stored.segments)[KEY].resource_version == "49"
     await store.close()
+
+
+async def test_a_flush_visits_only_the_streams_that_changed(tmp_path: Path) -> None:
+    """With thousands of kinds, a flush costs what changed, not one call per stream."""
+    store = FileStore(str(tmp_path), "cp")
+    await store.load()
+    trackers = {f"k{i}": StreamTracker(StreamCheckpoint(), journal=True) for i in range(2000)}
+    writer = CheckpointWriter(store, lambda: trackers)
+    await writer.flush()  # the base
+    assert not any(t.dirty for t in trackers.values())
+    trackers["k7"].record("x", entry(1, "x"), "1")
+    await writer.flush()
+    segments = (await store.load()).segments
+    assert [[row[0] for row in orjson.loads(s)["s"]] for s in segments] == [["k7"]]
+    await store.close()
