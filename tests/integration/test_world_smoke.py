@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -86,7 +87,15 @@ def test_restricted_identity_is_subject_to_rbac(kube: k8s.ApiClient, world: Worl
         "metadata": {"name": user},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
         "subjects": [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]})
-    k8s.ApiextensionsV1Api(restricted).list_custom_resource_definition()
+    deadline = time.monotonic() + 10  # the authorizer sees a new binding after its cache
+    while True:  # syncs (milliseconds, more on a loaded machine; one CI run lost the race)
+        try:
+            k8s.ApiextensionsV1Api(restricted).list_custom_resource_definition()
+            return
+        except ApiException as exc:
+            if exc.status != 403 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def test_service_account_token_identity(kube: k8s.ApiClient, world: World) -> None:
