@@ -240,3 +240,41 @@ class Config(Strict):
                 raise ValueError(f"duplicate sink name {sink.name!r}: names must be unique")
             seen.add(sink.name)
         return sinks
+
+    @model_validator(mode="after")
+    def _exactly_once(self) -> Config:
+        """An exactly-once Kafka sink shares the checkpoint store's transactional producer:
+        the store must be `kafka` on the same cluster; its TLS/SASL default to the sink's."""
+        sinks = self.exactly_once_sinks()
+        if not sinks:
+            return self
+        names = ", ".join(s.name for s in sinks)
+        if len(sinks) > 1:
+            raise ValueError(f"sinks {names}: at most one kafka sink may use delivery "
+                             "exactly-once (its events and the checkpoint are committed in "
+                             "one transaction)")
+        sink, c = sinks[0], self.checkpoint
+        if c.store != "kafka":
+            raise ValueError(f"sink {names}: delivery exactly-once needs `checkpoint: {{store: "
+                             f"kafka, bootstrap_servers: {sink.bootstrap_servers}}}` (the "
+                             "checkpoint is committed in the same Kafka transaction as the "
+                             f"events); the checkpoint store is {c.store!r}")
+        if _servers(c.bootstrap_servers) != _servers(sink.bootstrap_servers):
+            raise ValueError(f"sink {names}: delivery exactly-once needs the checkpoint on "
+                             f"the same Kafka cluster: checkpoint.bootstrap_servers is "
+                             f"{c.bootstrap_servers!r}, the sink's {sink.bootstrap_servers!r}")
+        if c.tls is None and c.sasl is None:
+            c.tls, c.sasl = sink.tls, sink.sasl
+        elif (c.tls, c.sasl) != (sink.tls, sink.sasl):
+            raise ValueError(f"sink {names}: delivery exactly-once shares one producer with "
+                             "the checkpoint store, so checkpoint.tls/sasl must equal the "
+                             "sink's (or be left out: they default to the sink's)")
+        return self
+
+    def exactly_once_sinks(self) -> list[KafkaSettings]:
+        return [s for s in self.sinks
+                if isinstance(s, KafkaSettings) and s.delivery == "exactly-once"]
+
+
+def _servers(bootstrap: str) -> set[str]:
+    return {server.strip() for server in bootstrap.split(",") if server.strip()}
