@@ -25,7 +25,7 @@ from tests.auditor import Report, audit
 from tests.daemon import BridgeProcess
 from tests.env.world import Endpoints, World
 from tests.readback import kafka_all, kafka_topics
-from tests.rig import Rig
+from tests.rig import Rig, watching_again
 
 pytestmark = pytest.mark.world
 
@@ -93,9 +93,19 @@ async def exited(process: BridgeProcess, timeout: float = 60) -> int:
 async def test_sigkills_broker_restart_leader_change_and_a_zombie(rig: Rig,
                                                                   world: World) -> None:
     rng = random.Random(13)
-    rig.work.truth.in_gap = False
-    await rig.work.run(40, objects_per_kind=40)  # a population for the initial snapshot
-    for n in range(KILLS):
+    rig.work.truth.in_gap = True  # before the first snapshot only final states are owed
+    await rig.work.run(60, objects_per_kind=40)
+    rig.process.start()
+    await asyncio.sleep(0.4)
+    rig.process.sigkill()  # inside the initial snapshot
+    rig.process.start()
+    await ready(rig.process)
+    await watching_again(rig)
+    writer = asyncio.create_task(rig.work.run(30))
+    await asyncio.sleep(rng.uniform(0.1, 1.5))
+    rig.process.sigkill()
+    await writer
+    for n in range(KILLS - 2):
         rig.process.start()
         if n % 3 == 0:  # the first second: before ready, maybe inside the snapshot
             writer = asyncio.create_task(rig.work.run(15))
