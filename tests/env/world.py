@@ -1,4 +1,5 @@
-"""The local test world: etcd + kube-apiserver (RBAC), a KRaft Kafka broker, NATS JetStream.
+"""The local test world: etcd + kube-apiserver (RBAC), a KRaft Kafka broker, NATS JetStream,
+and a secured Kafka broker (TLS, SASL, ACLs, no auto-create; see ``tests.env.secure_kafka``).
 
 Everything binds to 127.0.0.1 on ports chosen free at first start and kept while they stay
 free; state (pids, ports, data, logs, certs) lives in ``versions.run_root()``. ``up`` is
@@ -18,20 +19,25 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.env import builds, pki, procs, versions
+from tests.env import builds, pki, procs, secure_kafka, versions
 from tests.env.lock import world_lock
 
 SERVICE_PORTS = {  # service -> the ports it listens on, in start order
     "etcd": ("etcd", "etcd_peer"),
     "kube-apiserver": ("apiserver",),
     "kafka": ("kafka", "kafka_controller"),
+    "kafka-secure": ("kafka_noauto", "kafka_secure", "kafka_secure_tls",
+                     "kafka_secure_controller"),
     "nats": ("nats", "nats_http"),
 }
 SERVICES = tuple(SERVICE_PORTS)
+# ``up`` starts these chains in parallel, each in order (the API server needs etcd)
+START_CHAINS = (("etcd", "kube-apiserver"), ("kafka",), ("kafka-secure",), ("nats",))
 
 
 @dataclass(frozen=True)
@@ -42,14 +48,34 @@ class Endpoints:
     etcd_endpoints: str
     apiserver_url: str
     ca_file: Path
+    # the secured broker (empty on backends that have none): PLAINTEXT super-user listener
+    # with auto-create off, SASL_SSL, mutual-TLS SSL; users file = JSON {user: password}
+    kafka_noauto_bootstrap_servers: str = ""
+    kafka_secure_bootstrap_servers: str = ""
+    kafka_secure_tls_bootstrap_servers: str = ""
+    kafka_secure_ca_file: Path = Path()
+    kafka_secure_users_file: Path = Path()
+    kafka_secure_client_cert_file: Path = Path()  # CN=bridge, for the SSL listener
+    kafka_secure_client_key_file: Path = Path()
 
     def exports(self) -> dict[str, str]:
-        return {
+        found = {
             "KUBECONFIG": str(self.kubeconfig),
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "NATS_URL": self.nats_url,
             "ETCD_ENDPOINTS": self.etcd_endpoints,
         }
+        if self.kafka_secure_bootstrap_servers:
+            found.update({
+                "KAFKA_NOAUTO_BOOTSTRAP_SERVERS": self.kafka_noauto_bootstrap_servers,
+                "KAFKA_SECURE_BOOTSTRAP_SERVERS": self.kafka_secure_bootstrap_servers,
+                "KAFKA_SECURE_TLS_BOOTSTRAP_SERVERS": self.kafka_secure_tls_bootstrap_servers,
+                "KAFKA_SECURE_CA_FILE": str(self.kafka_secure_ca_file),
+                "KAFKA_SECURE_USERS_FILE": str(self.kafka_secure_users_file),
+                "KAFKA_SECURE_CLIENT_CERT_FILE": str(self.kafka_secure_client_cert_file),
+                "KAFKA_SECURE_CLIENT_KEY_FILE": str(self.kafka_secure_client_key_file),
+            })
+        return found
 
 
 class World:
@@ -127,6 +153,35 @@ class World:
         ]
         return procs.Daemon("kube-apiserver", argv, work)
 
+    def _kafka_jvm(self, work: Path) -> list[str]:
+        (work / "log4j.properties").write_text("\n".join([
+            "log4j.rootLogger=WARN, stdout",
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
+            "log4j.logger.kafka.server.KafkaRaftServer=INFO",
+            "",
+        ]))
+        return [
+            str(builds.java()), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
+            "-cp", f"{builds.kafka_libs()}/*",
+        ]
+
+    @staticmethod
+    def _kafka_format(jvm: list[str], work: Path, props: Path, extra: list[str]) -> bool:
+        """Format the broker's storage unless it is; True when it was formatted now."""
+        if (work / "data" / "meta.properties").exists():
+            return False
+        # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        builds.run_logged(
+            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+             str(props), *extra],
+            work, work / "format.log",
+        )
+        return True
+
     def _kafka(self, ports: dict[str, int]) -> procs.Daemon:
         work = self.root / "kafka"
         work.mkdir(parents=True, exist_ok=True)
@@ -156,30 +211,61 @@ class World:
             "log.retention.hours=24",
             "",
         ]))
-        (work / "log4j.properties").write_text("\n".join([
-            "log4j.rootLogger=WARN, stdout",
-            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
-            "log4j.logger.kafka.server.KafkaRaftServer=INFO",
-            "",
-        ]))
-        java = str(builds.java())
-        classpath = f"{builds.kafka_libs()}/*"
-        jvm = [
-            java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
-            "-cp", classpath,
-        ]
-        if not (data / "meta.properties").exists():
-            # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            builds.run_logged(
-                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
-                 str(props)],
-                work, work / "format.log",
-            )
+        jvm = self._kafka_jvm(work)
+        self._kafka_format(jvm, work, props, [])
         return procs.Daemon("kafka", [*jvm, "kafka.Kafka", str(props)], work)
+
+    @property
+    def kafka_secure_users_file(self) -> Path:
+        return self.root / "kafka-secure-users.json"
+
+    def _kafka_secure(self, ports: dict[str, int]) -> procs.Daemon:
+        work = self.root / "kafka-secure"
+        work.mkdir(parents=True, exist_ok=True)
+        ca = pki.ensure_ca(self.pki_dir)
+        serving = pki.issue(ca, self.pki_dir, "kafka-secure", "kafka-secure", server=True)
+        passwords = secure_kafka.users(self.kafka_secure_users_file)
+        listeners = secure_kafka.Listeners(
+            plaintext=ports["kafka_noauto"], sasl_ssl=ports["kafka_secure"],
+            ssl=ports["kafka_secure_tls"], controller=ports["kafka_secure_controller"])
+        props = work / "server.properties"
+        props.write_text(secure_kafka.server_properties(
+            listeners, work / "data", secure_kafka.ServerTls(ca.cert, serving.cert, serving.key),
+            passwords))
+        props.chmod(0o600)
+        jvm = self._kafka_jvm(work)
+        if self._kafka_format(jvm, work, props, secure_kafka.scram_format_args(passwords)):
+            self._acls_marker.unlink(missing_ok=True)
+        return procs.Daemon("kafka-secure", [*jvm, "kafka.Kafka", str(props)], work)
+
+    @property
+    def _acls_marker(self) -> Path:
+        return self.root / "kafka-secure" / "acls.applied"
+
+    def _kafka_secure_acls(self, ports: dict[str, int]) -> None:
+        """Create the ACLs once per formatted storage (they live in its metadata log)."""
+        if self._acls_marker.exists():
+            return
+        work = self.root / "kafka-secure"
+        jvm = self._kafka_jvm(work)
+        log = work / "acls.log"
+        commands = [[*jvm, "kafka.admin.AclCommand", *args]
+                    for args in secure_kafka.acl_commands(f"127.0.0.1:{ports['kafka_noauto']}")]
+        with ThreadPoolExecutor(len(commands)) as pool:
+            for done in [pool.submit(builds.run_logged, cmd, work, log) for cmd in commands]:
+                done.result()
+        self._acls_marker.write_text("ok\n")
+
+    def _prepare_pki(self) -> None:
+        ca = pki.ensure_ca(self.pki_dir)
+        pki.ensure_service_account_keys(self.pki_dir)
+        pki.issue(ca, self.pki_dir, "apiserver", "kube-apiserver", server=True)
+        pki.issue(ca, self.pki_dir, "kafka-secure", "kafka-secure", server=True)
+        self.client_cert("bridge")
+
+    def client_cert(self, user: str) -> pki.KeyPair:
+        """A client certificate ``CN=user`` from the world's CA (mutual TLS)."""
+        return pki.issue(pki.ensure_ca(self.pki_dir), self.pki_dir, f"client-{user}", user)
 
     def _nats(self, ports: dict[str, int]) -> procs.Daemon:
         work = self.root / "nats"
@@ -193,7 +279,7 @@ class World:
     def _daemon(self, service: str, ports: dict[str, int]) -> procs.Daemon:
         factory = {
             "etcd": self._etcd, "kube-apiserver": self._apiserver,
-            "kafka": self._kafka, "nats": self._nats,
+            "kafka": self._kafka, "kafka-secure": self._kafka_secure, "nats": self._nats,
         }[service]
         return factory(ports)
 
@@ -205,26 +291,39 @@ class World:
         if service == "kube-apiserver":
             ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
             return _http_ok(f"https://127.0.0.1:{ports['apiserver']}/readyz", ctx)
-        if service == "kafka":
-            log = (self.root / "kafka" / "kafka.log").read_text(errors="replace")
+        if service in ("kafka", "kafka-secure"):
+            log = (self.root / service / f"{service}.log").read_text(errors="replace")
             started = log.rfind("Kafka Server started") > log.rfind("==== start")
-            return started and procs.port_open(ports["kafka"])
+            port = ports["kafka" if service == "kafka" else "kafka_noauto"]
+            return started and procs.port_open(port)
         return _http_ok(f"http://127.0.0.1:{ports['nats_http']}/healthz?js-enabled-only=true")
 
-    _TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0, "kafka": 90.0, "nats": 30.0}
+    _TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0, "kafka": 90.0, "kafka-secure": 90.0,
+                 "nats": 30.0}
 
     def start(self, service: str) -> None:
         """Start ``service`` unless it already runs healthy with the wanted configuration."""
         with world_lock(self.root, f"start {service}"):
-            ports = self._assign_ports()
-            daemon = self._daemon(service, ports)
-            if (procs.running_pid(daemon, daemon.argv) is not None
-                    and self._ready(service, ports)):
-                return
+            self._start_locked(service, self._assign_ports())
+
+    def _start_locked(self, service: str, ports: dict[str, int]) -> None:
+        """``start`` for a caller holding the world lock (``up``'s worker threads)."""
+        daemon = self._daemon(service, ports)
+        if not (procs.running_pid(daemon, daemon.argv) is not None
+                and self._ready(service, ports)):
             procs.stop(daemon)
             procs.start(daemon)
             procs.wait_until(daemon, lambda: self._ready(service, ports),
                              self._TIMEOUTS[service], "readiness check")
+        if service == "kafka-secure":
+            self._kafka_secure_acls(ports)
+
+    def _start_chain(self, chain: tuple[str, ...], ports: dict[str, int]) -> None:
+        for service in chain:
+            started = time.monotonic()
+            self._start_locked(service, ports)
+            print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
+                  file=sys.stderr, flush=True)
 
     def stop(self, service: str) -> None:
         with world_lock(self.root, f"stop {service}"):
@@ -243,11 +342,14 @@ class World:
         with world_lock(self.root, "up"):
             self.root.mkdir(parents=True, exist_ok=True)
             builds.ensure_all()
-            for service in SERVICES:
-                started = time.monotonic()
-                self.start(service)
-                print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
-                      file=sys.stderr, flush=True)
+            ports = self._assign_ports()
+            self._prepare_pki()  # before the threads: they would race to create the CA
+            with ThreadPoolExecutor(len(START_CHAINS)) as pool:
+                futures = [pool.submit(self._start_chain, chain, ports)
+                           for chain in START_CHAINS]
+            failed = [str(f.exception()) for f in futures if f.exception() is not None]
+            if failed:
+                raise RuntimeError("\n".join(failed))
             return self.endpoints()
 
     def down(self, keep_data: bool = False) -> None:
@@ -271,6 +373,13 @@ class World:
             etcd_endpoints=f"http://127.0.0.1:{ports['etcd']}",
             apiserver_url=f"https://127.0.0.1:{ports['apiserver']}",
             ca_file=self.pki_dir / "ca.crt",
+            kafka_noauto_bootstrap_servers=f"127.0.0.1:{ports['kafka_noauto']}",
+            kafka_secure_bootstrap_servers=f"127.0.0.1:{ports['kafka_secure']}",
+            kafka_secure_tls_bootstrap_servers=f"127.0.0.1:{ports['kafka_secure_tls']}",
+            kafka_secure_ca_file=self.pki_dir / "ca.crt",
+            kafka_secure_users_file=self.kafka_secure_users_file,
+            kafka_secure_client_cert_file=self.client_cert("bridge").cert,
+            kafka_secure_client_key_file=self.client_cert("bridge").key,
         )
 
     def daemons(self) -> list[procs.Daemon]:
