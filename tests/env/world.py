@@ -1,5 +1,6 @@
 """The local test world: etcd + kube-apiserver (RBAC), a KRaft Kafka broker, NATS JetStream,
-and a secured Kafka broker (TLS, SASL, ACLs, no auto-create; see ``tests.env.secure_kafka``).
+a secured Kafka broker (TLS, SASL, ACLs, no auto-create; see ``tests.env.secure_kafka``) and
+two secured NATS servers (TLS with nkey users, TLS with creds users; ``tests.env.secure_nats``).
 
 Everything binds to 127.0.0.1 on ports chosen free at first start and kept while they stay
 free; state (pids, ports, data, logs, certs) lives in ``versions.run_root()``. ``up`` is
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.env import builds, pki, procs, secure_kafka, versions
+from tests.env import builds, pki, procs, secure_kafka, secure_nats, versions
 from tests.env.lock import world_lock
 
 SERVICE_PORTS = {  # service -> the ports it listens on, in start order
@@ -34,10 +35,15 @@ SERVICE_PORTS = {  # service -> the ports it listens on, in start order
     "kafka-secure": ("kafka_noauto", "kafka_secure", "kafka_secure_tls",
                      "kafka_secure_controller"),
     "nats": ("nats", "nats_http"),
+    "nats-secure": ("nats_secure", "nats_secure_http"),
+    "nats-operator": ("nats_operator", "nats_operator_http"),
 }
 SERVICES = tuple(SERVICE_PORTS)
 # ``up`` starts these chains in parallel, each in order (the API server needs etcd)
-START_CHAINS = (("etcd", "kube-apiserver"), ("kafka",), ("kafka-secure",), ("nats",))
+START_CHAINS = (("etcd", "kube-apiserver"), ("kafka",), ("kafka-secure",),
+                ("nats", "nats-secure", "nats-operator"))
+NATS_SERVICES = {"nats": "nats_http", "nats-secure": "nats_secure_http",
+                 "nats-operator": "nats_operator_http"}  # -> their monitoring port
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,15 @@ class Endpoints:
     kafka_secure_users_file: Path = Path()
     kafka_secure_client_cert_file: Path = Path()  # CN=bridge, for the SSL listener
     kafka_secure_client_key_file: Path = Path()
+    # the secured NATS servers (TLS): nkey users at nats_secure_url, creds (JWT) users at
+    # nats_secure_creds_url; "limited" files are for a user that may not publish to k8s.>
+    nats_secure_url: str = ""
+    nats_secure_ca_file: Path = Path()
+    nats_secure_nkey_seed_file: Path = Path()
+    nats_secure_limited_nkey_seed_file: Path = Path()
+    nats_secure_creds_url: str = ""
+    nats_secure_creds_file: Path = Path()
+    nats_secure_limited_creds_file: Path = Path()
 
     def exports(self) -> dict[str, str]:
         found = {
@@ -74,6 +89,17 @@ class Endpoints:
                 "KAFKA_SECURE_USERS_FILE": str(self.kafka_secure_users_file),
                 "KAFKA_SECURE_CLIENT_CERT_FILE": str(self.kafka_secure_client_cert_file),
                 "KAFKA_SECURE_CLIENT_KEY_FILE": str(self.kafka_secure_client_key_file),
+            })
+        if self.nats_secure_url:
+            found.update({
+                "NATS_SECURE_URL": self.nats_secure_url,
+                "NATS_SECURE_CA_FILE": str(self.nats_secure_ca_file),
+                "NATS_SECURE_NKEY_SEED_FILE": str(self.nats_secure_nkey_seed_file),
+                "NATS_SECURE_LIMITED_NKEY_SEED_FILE":
+                    str(self.nats_secure_limited_nkey_seed_file),
+                "NATS_SECURE_CREDS_URL": self.nats_secure_creds_url,
+                "NATS_SECURE_CREDS_FILE": str(self.nats_secure_creds_file),
+                "NATS_SECURE_LIMITED_CREDS_FILE": str(self.nats_secure_limited_creds_file),
             })
         return found
 
@@ -261,6 +287,7 @@ class World:
         pki.ensure_service_account_keys(self.pki_dir)
         pki.issue(ca, self.pki_dir, "apiserver", "kube-apiserver", server=True)
         pki.issue(ca, self.pki_dir, "kafka-secure", "kafka-secure", server=True)
+        pki.issue(ca, self.pki_dir, "nats-secure", "nats-secure", server=True)
         self.client_cert("bridge")
 
     def client_cert(self, user: str) -> pki.KeyPair:
@@ -276,7 +303,27 @@ class World:
         ]
         return procs.Daemon("nats", argv, work)
 
+    def _secure_nats_files(self, service: str, ports: dict[str, int]) -> dict[str, Path]:
+        """Write the config and user files of ``nats-secure`` or ``nats-operator``."""
+        key = service.replace("-", "_")
+        pair = pki.issue(pki.ensure_ca(self.pki_dir), self.pki_dir, "nats-secure",
+                         "nats-secure", server=True)
+        work = self.root / service
+        server = secure_nats.ServerFiles(
+            port=ports[key], http_port=ports[f"{key}_http"], name=f"keb-{service}",
+            cert_file=pair.cert, key_file=pair.key, store_dir=work / "jetstream")
+        write = secure_nats.nkey_server if service == "nats-secure" else \
+            secure_nats.operator_server
+        return write(work, server)
+
+    def _nats_secured(self, service: str, ports: dict[str, int]) -> procs.Daemon:
+        config = self._secure_nats_files(service, ports)["config"]
+        return procs.Daemon(service, [str(builds.nats_server()), "-c", str(config)],
+                            self.root / service)
+
     def _daemon(self, service: str, ports: dict[str, int]) -> procs.Daemon:
+        if service in ("nats-secure", "nats-operator"):
+            return self._nats_secured(service, ports)
         factory = {
             "etcd": self._etcd, "kube-apiserver": self._apiserver,
             "kafka": self._kafka, "kafka-secure": self._kafka_secure, "nats": self._nats,
@@ -296,10 +343,11 @@ class World:
             started = log.rfind("Kafka Server started") > log.rfind("==== start")
             port = ports["kafka" if service == "kafka" else "kafka_noauto"]
             return started and procs.port_open(port)
-        return _http_ok(f"http://127.0.0.1:{ports['nats_http']}/healthz?js-enabled-only=true")
+        return _http_ok(f"http://127.0.0.1:{ports[NATS_SERVICES[service]]}"
+                        "/healthz?js-enabled-only=true")
 
     _TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0, "kafka": 90.0, "kafka-secure": 90.0,
-                 "nats": 30.0}
+                 "nats": 30.0, "nats-secure": 30.0, "nats-operator": 30.0}
 
     def start(self, service: str) -> None:
         """Start ``service`` unless it already runs healthy with the wanted configuration."""
@@ -380,6 +428,13 @@ class World:
             kafka_secure_users_file=self.kafka_secure_users_file,
             kafka_secure_client_cert_file=self.client_cert("bridge").cert,
             kafka_secure_client_key_file=self.client_cert("bridge").key,
+            nats_secure_url=f"tls://127.0.0.1:{ports['nats_secure']}",
+            nats_secure_ca_file=self.pki_dir / "ca.crt",
+            nats_secure_nkey_seed_file=self.root / "nats-secure" / "bridge.nk",
+            nats_secure_limited_nkey_seed_file=self.root / "nats-secure" / "limited.nk",
+            nats_secure_creds_url=f"tls://127.0.0.1:{ports['nats_operator']}",
+            nats_secure_creds_file=self.root / "nats-operator" / "bridge.creds",
+            nats_secure_limited_creds_file=self.root / "nats-operator" / "limited.creds",
         )
 
     def daemons(self) -> list[procs.Daemon]:
