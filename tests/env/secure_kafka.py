@@ -117,15 +117,38 @@ def scram_format_args(passwords: dict[str, str]) -> list[str]:
             for arg in ("--add-scram", f"{mechanism}=[name={user},password={password}]")]
 
 
-def acl_commands(bootstrap: str) -> list[list[str]]:
-    """``kafka.admin.AclCommand`` argument lists (run through the super-user listener)."""
-    both = ["--allow-principal", "User:bridge", "--allow-principal", "User:limited"]
-    base = ["--bootstrap-server", bootstrap, "--add", "--force"]
-    return [
-        [*base, *both, "--operation", "All", "--topic", "*", "--group", "*",
-         "--transactional-id", "*"],
-        [*base, *both, "--operation", "IdempotentWrite", "--operation", "Describe",
-         "--cluster"],
-        [*base, "--deny-principal", "User:limited", "--operation", "Write",
-         "--resource-pattern-type", "prefixed", "--topic", DENIED_PREFIX],
-    ]
+# Kafka's enum codes (org.apache.kafka.common.{resource,acl}): resource types, pattern
+# types, operations and permissions as the CreateAcls request carries them
+_TOPIC, _GROUP, _CLUSTER, _TRANSACTIONAL_ID = 2, 3, 4, 5
+_LITERAL, _PREFIXED = 3, 4
+_ALL, _WRITE, _DESCRIBE, _IDEMPOTENT_WRITE = 2, 4, 8, 12
+_DENY, _ALLOW = 2, 3
+
+
+def acls() -> list[tuple[int, str, int, str, str, int, int]]:
+    """(resource type, name, pattern type, principal, host, operation, permission)."""
+    granted = [(_TOPIC, "*", _LITERAL, _ALL), (_GROUP, "*", _LITERAL, _ALL),
+               (_TRANSACTIONAL_ID, "*", _LITERAL, _ALL),
+               (_CLUSTER, "kafka-cluster", _LITERAL, _IDEMPOTENT_WRITE),
+               (_CLUSTER, "kafka-cluster", _LITERAL, _DESCRIBE)]
+    found = [(kind, name, pattern, f"User:{user}", "*", operation, _ALLOW)
+             for user in ("bridge", "limited") for kind, name, pattern, operation in granted]
+    found.append((_TOPIC, DENIED_PREFIX, _PREFIXED, "User:limited", "*", _WRITE, _DENY))
+    return found
+
+
+async def create_acls(host: str, port: int) -> None:
+    """Create ``acls()`` through the super-user PLAINTEXT listener (one connection, one
+    CreateAcls request each: a JVM running ``kafka-acls`` would cost seconds apiece)."""
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.admin import CreateAclsRequest
+
+    conn = await create_conn(host, port, request_timeout_ms=30_000)
+    try:
+        for acl in acls():
+            answer = await conn.send(CreateAclsRequest(*acl))
+            for error_code, message in answer.creation_responses:
+                if error_code:
+                    raise RuntimeError(f"CreateAcls {acl} failed: error {error_code} {message}")
+    finally:
+        conn.close()

@@ -12,6 +12,7 @@ world queue instead of racing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -272,14 +273,7 @@ class World:
         """Create the ACLs once per formatted storage (they live in its metadata log)."""
         if self._acls_marker.exists():
             return
-        work = self.root / "kafka-secure"
-        jvm = self._kafka_jvm(work)
-        log = work / "acls.log"
-        commands = [[*jvm, "kafka.admin.AclCommand", *args]
-                    for args in secure_kafka.acl_commands(f"127.0.0.1:{ports['kafka_noauto']}")]
-        with ThreadPoolExecutor(len(commands)) as pool:
-            for done in [pool.submit(builds.run_logged, cmd, work, log) for cmd in commands]:
-                done.result()
+        asyncio.run(secure_kafka.create_acls("127.0.0.1", ports["kafka_noauto"]))
         self._acls_marker.write_text("ok\n")
 
     def _prepare_pki(self) -> None:
