@@ -42,7 +42,6 @@ from aiokafka.errors import (
     ProducerFenced,
     RecordListTooLargeError,
     RecordTooLargeError,
-    TopicAuthorizationFailedError,
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
@@ -51,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from bridge.events.event import Event
 from sinks.acks import settle
 from sinks.base import HeaderNames, SinkError, SinkSettings
-from sinks.kafka_security import SaslSettings, security_options
+from sinks.kafka_security import SaslSettings, diagnose, not_authorized, security_options
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -59,7 +58,7 @@ from sinks.tls import TlsSettings
 log = logging.getLogger(__name__)
 
 _PERMANENT = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
-              InvalidTopicError, TopicAuthorizationFailedError)
+              InvalidTopicError)  # a missing ACL is retried: the operator adds it
 _FATAL = (OutOfOrderSequenceNumber, ProducerFenced)
 
 Headers: TypeAlias = list[tuple[str, bytes]]
@@ -244,8 +243,10 @@ class KafkaSink:
             await producer.start()
         except KafkaError as exc:
             await producer.stop()
-            raise SinkError(f"kafka sink {self.settings.name}: cannot reach "
-                            f"{self.settings.bootstrap_servers}: {exc!r}") from exc
+            s = self.settings
+            problem = await diagnose(s.bootstrap_servers, s.tls, s.sasl)
+            raise SinkError(f"kafka sink {s.name}: {s.bootstrap_servers}: {problem.reason}",
+                            transient=not problem.permanent) from exc
         self._producer = producer
         self._ok = True
 
@@ -287,6 +288,11 @@ class KafkaSink:
                 continue
             if isinstance(outcome, _FATAL):
                 fatal = outcome
+            denied = not_authorized(outcome)
+            if denied is not None:
+                results.append(SinkError(f"kafka sink {self.settings.name}: "
+                                         f"{self.settings.bootstrap_servers}: {denied}"))
+                continue
             permanent = isinstance(outcome, _PERMANENT)
             results.append(SinkError(f"kafka: {outcome!r}", transient=not permanent))
         self._ok = all(r is None or not r.transient for r in results)

@@ -10,6 +10,7 @@ from bridge.checkpoint.store import CheckpointStore
 from bridge.config.model import Config
 from bridge.kube.transport import Transport
 from sinks.kafka import producer_options
+from sinks.nats_security import NatsAuth
 
 
 def build_store(config: Config, transport: Transport) -> CheckpointStore:
@@ -24,5 +25,6 @@ def build_store(config: Config, transport: Transport) -> CheckpointStore:
                           min_insync_replicas=c.min_insync_replicas,
                           producer_options=shared[0] if shared else None)
     if c.store == "nats-kv":
-        return NatsKvStore(c.url, c.bucket, c.id)
+        return NatsKvStore(c.url, c.bucket, c.id, auth=NatsAuth(
+            tls=c.tls, creds_file=c.creds_file, nkey_seed_file=c.nkey_seed_file))
     return FileStore(c.path, f"{c.id}.checkpoint")

@@ -50,13 +50,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from bridge.checkpoint.chunks import Doubt, Manifest, fenced, join, split
 from bridge.checkpoint.codec import CheckpointError
 from bridge.checkpoint.store import Stored
 from bridge.checkpoint.tasklock import TaskLock
-from sinks.kafka_security import SaslSettings, security_options
+from sinks.kafka_security import SaslSettings, diagnose, security_options
 from sinks.tls import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class KafkaStore:
                                          "client_id": client_id,
                                          **security_options(tls, sasl)}
         self._producer_options = dict(producer_options or {})
+        self._security = (tls, sasl)
         self._topic_checked = False
         self._producer: AIOKafkaProducer | None = None
         self._open: AIOKafkaProducer | None = None  # in a transaction begun by ``begin``
@@ -188,7 +189,12 @@ class KafkaStore:
         if self._topic_checked:
             return
         admin = AIOKafkaAdminClient(**self._options)
-        await admin.start()
+        try:
+            await admin.start()
+        except KafkaConnectionError as exc:  # aiokafka says no more than "Unable to bootstrap"
+            await admin.close()
+            problem = await diagnose(self.bootstrap, *self._security)
+            raise CheckpointError(f"{self.bootstrap}: {problem.reason}") from exc
         try:
             answer = await admin.create_topics([NewTopic(
                 self.topic, num_partitions=1, replication_factor=self.replication_factor,
