@@ -8,14 +8,17 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
 import pytest
+from pydantic import ValidationError
 
 from bridge.checkpoint.tasklock import TaskLock
+from bridge.config.model import Config
 from bridge.delivery.pipeline import Delivery
 from bridge.delivery.transactional import TransactionalWorker, TransactionPlan
 from bridge.errors import FencedError
 from bridge.events.builder import EventBuilder
 from bridge.events.event import Event
 from sinks.base import SinkError, SinkSettings
+from sinks.kafka import KafkaSettings
 from tests.unit.test_delivery import FakeSink, Source, make_deltas
 
 
@@ -193,3 +196,32 @@ async def test_events_enter_a_transaction_only_after_the_other_sinks_have_them()
     assert all(committed <= accepted for committed, accepted in seen_before)
     assert broker.events() == nats.accepted == [f"u/{i}" for i in range(5)]
     assert source.acked == [1, 2, 3, 4, 5]
+
+
+def eo_config(**checkpoint: object) -> dict[str, object]:
+    return {"sinks": [{"name": "bus", "type": "kafka", "bootstrap_servers": "k1:9092,k2:9092",
+                       "delivery": "exactly-once",
+                       "sasl": {"mechanism": "PLAIN", "username": "u", "password": "p"}}],
+            "checkpoint": {"store": "kafka", "bootstrap_servers": "k2:9092, k1:9092",
+                           **checkpoint}}
+
+
+def test_exactly_once_checkpoint_security_defaults_to_the_sinks() -> None:
+    config = Config.model_validate(eo_config())
+    sink = config.sinks[0]
+    assert isinstance(sink, KafkaSettings) and config.checkpoint.sasl == sink.sasl
+
+
+SINK = eo_config()["sinks"][0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("document", [
+    {"sinks": [SINK], "checkpoint": {"store": "file"}},  # not a kafka store
+    eo_config(bootstrap_servers="k3:9092"),  # another cluster
+    eo_config(sasl={"mechanism": "PLAIN", "username": "v", "password": "p"}),  # other creds
+    {**eo_config(), "sinks": [SINK, {**SINK, "name": "bus2"}]},  # two exactly-once sinks
+], ids=["store", "cluster", "security", "two-sinks"])
+def test_exactly_once_config_is_refused_unless_paired_with_the_kafka_checkpoint(
+        document: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="exactly-once"):
+        Config.model_validate(document)
