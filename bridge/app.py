@@ -260,6 +260,8 @@ class Bridge:
             await delivery.start(supervisor)
             await engine.start()
             supervisor.spawn(writer.run(), name="checkpoint writer")
+            if shared is not None:  # an idle instance learns of a takeover, too
+                supervisor.spawn(shared.guard(writer.may_write), name="checkpoint fence guard")
             supervisor.spawn(self._progress(engine), name="progress")
             if elector is not None:
                 supervisor.spawn(self._keep_leading(elector), name="lease keeper")

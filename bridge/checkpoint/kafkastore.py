@@ -43,7 +43,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -53,7 +53,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from bridge.checkpoint.chunks import Doubt, Manifest, fenced, join, split
-from bridge.checkpoint.codec import CheckpointError
+from bridge.checkpoint.codec import CheckpointError, CheckpointFenced
 from bridge.checkpoint.store import Stored
 from bridge.checkpoint.tasklock import TaskLock
 from sinks.kafka_security import SaslSettings, diagnose, security_options
@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 512 * 1024
 MAX_RECORD = 2 * 1024 * 1024  # the topic's max.message.bytes and the producer's request limit
+HEARTBEAT = 5.0  # seconds without a commit before ``guard`` commits one (fencing check)
 READ_TIMEOUT = 120.0  # seconds a load waits for the topic's open transactions to finish
 _TOPIC_EXISTS = 36
 
@@ -96,6 +97,7 @@ class KafkaStore:
         self._open: AIOKafkaProducer | None = None  # in a transaction begun by ``begin``
         self._exclusive = TaskLock()
         self._landed = False  # the write in doubt that the last ``_writable`` settled
+        self._last_commit = time.monotonic()
         self._reset()
 
     def _reset(self) -> None:
@@ -367,7 +369,7 @@ class KafkaStore:
                       f"{self.transactional_id} ({exc!r})")
 
     async def _transaction(self, records: list[tuple[str, bytes | None]],
-                           doubt: Doubt) -> None:
+                           doubt: Doubt | None) -> None:
         """One transaction with ``records``: the open one (begun by ``begin``, holding an
         exactly-once sink's events), else a new one."""
         begun, self._open = self._open, None
@@ -380,6 +382,7 @@ class KafkaStore:
                     for key, value in records]
             await _unless_sender_ends(producer, asyncio.gather(*sent))
             await _unless_sender_ends(producer, producer.commit_transaction())
+            self._last_commit = time.monotonic()
         except ProducerFenced as exc:
             error = self._fenced_by(exc)
             await self._drop_producer()
@@ -388,6 +391,26 @@ class KafkaStore:
             self._doubt, self._verify = doubt, True
             await self._drop_producer()
             raise
+
+    async def guard(self, may_write: Callable[[], bool]) -> None:
+        """Notice a takeover while idle: after ``HEARTBEAT`` seconds without a commit, commit
+        a tiny record (key ``ID/alive``, compacted away), so an instance whose transactional
+        id was taken over (a second instance, a standby) learns it within that time and
+        stops (``CheckpointFenced``) instead of claiming readiness until its next change.
+        Nothing is written once ``may_write`` says no (a deposed leader must not write)."""
+        alive = f"{self.id}/alive"
+        while True:
+            await asyncio.sleep(max(0.1, self._last_commit + HEARTBEAT - time.monotonic()))
+            if time.monotonic() - self._last_commit < HEARTBEAT or not may_write():
+                continue
+            async with self.exclusive():
+                try:
+                    await self._transaction([(alive, str(time.time()).encode())], None)
+                except CheckpointFenced:
+                    raise
+                except Exception as exc:  # the next checkpoint write reports and retries
+                    log.debug("checkpoint %s: heartbeat failed: %r", self.description, exc)
+                    self._last_commit = time.monotonic()
 
     # ---- append and rebase -------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ class CheckpointWriter:
         self.store = store
         self._trackers = trackers
         self.options = options or WriterOptions()
-        self._may_write = may_write
+        self.may_write = may_write
         self._exclusive: Exclusive = exclusive or nullcontext
         self._lock = asyncio.Lock()  # one flush at a time (the task's and the final one)
         self._unwritten: list[StreamOps] = []  # taken by a write that failed: next time
@@ -241,7 +241,7 @@ class CheckpointWriter:
 
     async def _store_write(self, write: Callable[[bytes], Awaitable[None]],
                            data: bytes) -> None:
-        if not self._may_write():  # asked before the write is even begun
+        if not self.may_write():  # asked before the write is even begun
             raise CheckpointFenced("the daemon is stopping for a fatal reason: no more "
                                    "checkpoint writes")
         async with asyncio.timeout(WRITE_TIMEOUT):
