@@ -42,6 +42,45 @@ class HttpSettings(Strict):
     port: int = Field(9090, ge=0, le=65535, description="0 disables the HTTP server")
 
 
+def _json_pointers(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} is not a JSON pointer: start it with '/'")
+    return paths
+
+
+class IgnoreUpdatesRule(Strict):
+    """A noise filter: updates of matching kinds that are recorded (checkpoint and inventory
+    advance) but not sent, and counted in `events_suppressed_total`. Adds and deletes are
+    always sent. Every rule matching a kind applies; an update is suppressed when either test
+    says it is noise. Only an update whose previous state the bridge knows can be suppressed:
+    the first update of an object not seen since before the rule existed is sent. See the
+    README section *Noise filters* for what consumers then see."""
+
+    kind: str = Field(description='glob over "group/plural" or "group/Kind" (core group: '
+                      '"core"), like `watch.exclude`')
+    status_only: bool = Field(False, description="suppress an update that leaves "
+                              "`metadata.generation` unchanged: status changes, and also "
+                              "label, annotation and finalizer changes (the API server bumps "
+                              "the generation only for spec changes and when a deletion "
+                              "starts); objects without a generation are always sent")
+    pointers: list[str] = Field(default_factory=list, description="suppress an update whose "
+                                "only differences are at these JSON pointers (`*` matches "
+                                "every array element or object value, e.g. "
+                                "/status/conditions/*/lastHeartbeatTime; /status for "
+                                "status-only changes that keep label changes); "
+                                "/metadata/resourceVersion and /metadata/managedFields are "
+                                "implied")
+
+    _pointers = field_validator("pointers")(_json_pointers)
+
+    @model_validator(mode="after")
+    def _something(self) -> IgnoreUpdatesRule:
+        if not self.status_only and not self.pointers:
+            raise ValueError("a rule needs status_only: true or pointers")
+        return self
+
+
 class WatchSettings(Strict):
     """What is watched: every served CRD kind by default (discovered live), plus the built-in kinds
     you name; filters are applied server-side where the API allows."""
@@ -74,6 +113,8 @@ class WatchSettings(Strict):
                              "(sendInitialEvents) where the server supports it")
     recheck_interval: float = Field(60.0, ge=1, description="seconds between re-checks of "
                                     "forbidden or vanished kinds")
+    ignore_updates: list[IgnoreUpdatesRule] = Field(
+        default_factory=list, description="noise filters: updates not sent (per kind glob)")
 
 
 class RedactionSettings(Strict):
@@ -82,13 +123,7 @@ class RedactionSettings(Strict):
     kind: str = Field(description='glob over "group/Kind"')
     paths: list[str] = Field(description="JSON pointers to remove, e.g. /spec/password")
 
-    @field_validator("paths")
-    @classmethod
-    def _pointers(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r} is not a JSON pointer: start it with '/'")
-        return paths
+    _pointers = field_validator("paths")(_json_pointers)
 
 
 class EventSettings(Strict):
