@@ -69,8 +69,8 @@ class IgnoreUpdatesRule(Strict):
                                 "every array element or object value, e.g. "
                                 "/status/conditions/*/lastHeartbeatTime; /status for "
                                 "status-only changes that keep label changes); "
-                                "/metadata/resourceVersion and /metadata/managedFields are "
-                                "implied")
+                                "/metadata/resourceVersion, /metadata/managedFields and "
+                                "/metadata/generation are implied")
 
     _pointers = field_validator("pointers")(_json_pointers)
 

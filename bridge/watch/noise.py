@@ -8,7 +8,8 @@ A rule names kinds (the globs of ``watch.exclude``) and what does not count as a
   ConfigMaps) have nothing to compare: their updates are sent.
 - ``pointers``: an update whose only differences are at these JSON pointers (RFC 6901, plus
   ``*`` for every element of an array or every value of an object). ``/metadata/
-  resourceVersion`` and ``/metadata/managedFields`` are always implied.
+  resourceVersion``, ``/metadata/managedFields`` and ``/metadata/generation`` are always
+  implied (a CRD without a status subresource bumps the generation for a heartbeat too).
 
 Comparing needs something of the previous state, and the inventory keeps only a small record
 per object: for kinds a rule matches, each record carries a *fingerprint*
@@ -36,7 +37,9 @@ from bridge.kube.resources import Resource
 from bridge.watch.inventory import Entry
 from bridge.watch.selection import kind_names
 
-IMPLIED = ("/metadata/resourceVersion", "/metadata/managedFields")
+# what changes with every write, or follows from changes elsewhere: a CRD without a status
+# subresource bumps the generation for any change outside metadata, heartbeats included
+IMPLIED = ("/metadata/resourceVersion", "/metadata/managedFields", "/metadata/generation")
 STATUS_ONLY = "status_only"
 POINTERS = "pointers"
 
@@ -133,7 +136,7 @@ def split_pointer(pointer: str) -> Path:
 def without(value: Any, path: Path) -> Any:
     """A copy of ``value`` without what ``path`` points at (copies only along the path, and
     only when something is removed; never mutates). A token is an object key, an array
-    index, or ``*`` (every element)."""
+    index, or ``*`` (every element). An object the removal leaves empty is removed too."""
     if not path:
         return value
     head, rest = path[0], path[1:]
@@ -147,7 +150,11 @@ def without(value: Any, path: Path) -> Any:
         if not rest:
             return {k: v for k, v in value.items() if k != head}
         child = without(value[head], rest)
-        return value if child is value[head] else {**value, head: child}
+        if child is value[head]:
+            return value
+        if child == {}:  # emptied by the removal: as if absent (a first heartbeat creates
+            return {k: v for k, v in value.items() if k != head}  # its status object)
+        return {**value, head: child}
     if isinstance(value, list):
         if head == "*":
             return [] if not rest else [without(v, rest) for v in value]
