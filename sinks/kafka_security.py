@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from sinks.tls import TlsSettings
 
 
 class SaslSettings(BaseModel):
+    """Kafka SASL authentication (over TLS when `tls` is set too)."""
+
     model_config = ConfigDict(extra="forbid")
-    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    username: str
-    password: SecretStr
+    mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="the broker listener's SASL mechanism")
+    username: str = Field(description="SASL user")
+    password: SecretStr = Field(description="SASL password (use `${ENV}`; never logged)")
 
 
 def security_options(tls: TlsSettings | None, sasl: SaslSettings | None) -> dict[str, Any]:

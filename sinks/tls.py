@@ -8,6 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class TlsSettings(BaseModel):
+    """TLS to the broker: present (even `{}`) turns TLS on; the server certificate is verified
+    against `ca_file` or the system roots."""
+
     model_config = ConfigDict(extra="forbid")
     ca_file: str = Field("", description="CA bundle; empty = system roots")
     cert_file: str = Field("", description="client certificate (mutual TLS)")
