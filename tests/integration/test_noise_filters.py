@@ -1,6 +1,7 @@
-"""Noise filters against the real API server, through the daemon: status-subresource and
-annotation-only updates of a CRD (``status_only``) and heartbeat/last-applied updates of
-another (``pointers``) are not sent; spec, label and other status changes are; the
+"""Noise filters against the real API server, through the daemon: status-subresource,
+annotation-only and finalizer updates of a CRD (``status_only``) and heartbeat/last-applied
+updates of another (``pointers``) are not sent; spec, label and other status changes, and
+the update that begins a deletion, are; the
 checkpoint and inventory advance over the suppressed ones (a restart re-sends nothing, and
 neither does a re-list after a ``410``: a resume point older than the API server's
 history); the metric counts them."""
@@ -177,6 +178,16 @@ async def test_noise_filters_suppress_and_advance_the_checkpoint(
     await asyncio.to_thread(process.wait_ready)
     await asyncio.sleep(2)
     assert len(received(out)) == 5
+
+    # a finalizer is metadata (dropped); a deletion that begins bumps the generation (sent)
+    await asyncio.to_thread(widgets.patch, "w", {"metadata": {"finalizers": ["keb.io/hold"]}})
+    await asyncio.to_thread(widgets.objs.delete_namespaced_custom_object, group, "v1",
+                            namespace, "widgets", "w")
+    await asyncio.to_thread(widgets.patch, "w", {"metadata": {"finalizers": None}})
+    events = await settle(out, 7)
+    assert [t for t, _, _ in summary(events[5:])] == ["updated", "deleted"]
+    assert events[5].data["metadata"]["deletionTimestamp"]
+    assert suppressed(process, group, "Widget", "status_only") == 1
     assert await asyncio.to_thread(process.sigterm) == 0
 
 
