@@ -142,7 +142,8 @@ def encode_segments(ops: Iterable[StreamOps], limit: int) -> list[bytes]:
             entry = record.entry
             rows.append(_row(record.seq, record.uid, entry))
             size += _ROW_OVERHEAD + len(record.uid) + (0 if entry is None else len(
-                entry.resource_version) + len(entry.namespace) + len(entry.name))
+                entry.resource_version) + len(entry.namespace) + len(entry.name) + len(
+                entry.digest))
         if rows or header is not None:
             current.append([key, None if header is None else list(header), rows])
             size += _ROW_OVERHEAD + len(key)

@@ -188,6 +188,13 @@ def test_journal_rows_carry_the_digest_only_where_given() -> None:
     assert b'"11","","b"]' in segment  # no empty digest written
 
 
+def test_segments_with_digests_stay_within_the_limit() -> None:
+    records = [Record(i, f"u{i:04d}", Entry(str(i), "", f"n{i}", "12/0123456789abcdef"), None)
+               for i in range(1000)]
+    segments = encode_segments([("things", None, records)], limit=10_000)
+    assert len(segments) > 3 and all(len(s) < 11_000 for s in segments)
+
+
 # ---- the reflector -----------------------------------------------------------------------------
 
 
