@@ -21,7 +21,7 @@ from tests.env.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-TARGETS = {  # DESIGN section 5
+TARGETS = {  # the first throughput targets (docs/benchmarks.md, Targets)
     "ours/null": 100_000, "ours/kafka": 30_000, "ours/nats": 20_000,
 }
 

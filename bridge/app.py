@@ -34,6 +34,7 @@ from bridge.metrics import synced_streams
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions, WatchEngine
+from bridge.watch.noise import NoiseRule, NoiseRules
 from bridge.watch.reflector import WatchOptions
 from bridge.watch.selection import Selection
 from sinks import registry
@@ -58,7 +59,10 @@ def engine_options(config: Config) -> EngineOptions:
         watch=WatchOptions(page_size=w.page_size, read_timeout=w.read_timeout,
                            initial=w.initial, label_selector=w.label_selector,
                            field_selector=w.field_selector, watch_list=w.watch_list,
-                           event_types=frozenset(DeltaType(t) for t in w.event_types)),
+                           event_types=frozenset(DeltaType(t) for t in w.event_types),
+                           noise=NoiseRules(tuple(NoiseRule(r.kind, r.status_only,
+                                                            tuple(r.pointers))
+                                                  for r in w.ignore_updates))),
         max_in_flight=config.max_in_flight, list_concurrency=w.list_concurrency,
         recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True)
 

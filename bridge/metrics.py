@@ -36,6 +36,11 @@ source_up = Gauge(
     _P + "source_up", "0 once every stream has failed continuously for longer than "
     "unreachable_after (the API server is unreachable), else 1", registry=REGISTRY)
 
+events_suppressed = Counter(
+    _P + "events_suppressed_total", "Updates a noise filter (watch.ignore_updates) recorded "
+    "but did not send, by reason (status_only, pointers)",
+    ["group", "kind", "reason"], registry=REGISTRY)
+
 # ---- delivery ------------------------------------------------------------------------------
 events_published = Counter(
     _P + "events_published_total", "Events durably acknowledged by a sink",
