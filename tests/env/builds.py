@@ -145,6 +145,26 @@ def kubectl() -> Path:
                      _k8s_staging_replaces(version), ldflags)
 
 
+def helm() -> Path:
+    """helm, for the chart tests (``helm lint``, ``helm template``); its default Kubernetes
+    version (capabilities, deprecation checks) is the test world's API server's."""
+    version = f"v{versions.HELM}"
+    major, minor, _ = versions.KUBERNETES.split(".")
+    ldflags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        ldflags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return _go_build("helm", version, "helm.sh/helm/v3/cmd/helm", [], " ".join(ldflags))
+
+
+def promtool() -> Path:
+    """promtool, for the alert tests (``promtool check rules``, ``promtool test rules``)."""
+    release = versions.PROMETHEUS
+    major, minor, patch = (int(part) for part in release.split("."))
+    module = f"v0.{major}{minor:02d}.{patch}"  # Prometheus 3.16.0 is module v0.316.0
+    return _go_build("promtool", module, "github.com/prometheus/prometheus/cmd/promtool", [],
+                     f"-s -w -X github.com/prometheus/common/version.Version={release}")
+
+
 def etcd() -> Path:
     version = f"v{versions.ETCD}"
     return _go_build(
