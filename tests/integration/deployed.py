@@ -53,13 +53,13 @@ class Identity:
 
 
 async def run_through_restart(process: BridgeProcess, work: Workload, *, bootstrap: str,
-                              prefix: str, seconds: float) -> None:
+                              prefix: str, changes: int) -> None:
     """Workload, clean restart, more workload: every change reaches Kafka once."""
     process.start()
     await asyncio.to_thread(process.wait_ready, 60)
-    await work.run(seconds)
+    await work.run(changes)
     assert await asyncio.to_thread(process.sigterm) == 0
-    await work.run(seconds / 3)
+    await work.run(changes // 3)
     process.start()
     await asyncio.to_thread(process.wait_ready, 60)
     report = await kafka_report(bootstrap, prefix, work.truth)

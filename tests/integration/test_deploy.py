@@ -3,6 +3,7 @@ job with exactly the rights they grant (RBAC on), and nothing more."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def test_a_changed_config_rolls_the_pods(kubectl_bin: Path, endpoints: Endpoints
     (overlay / "config.yaml").write_text(
         (ROOT / "deploy" / "base" / "config.yaml").read_text().replace("kubernetes", "prod"))
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
-        "resources": [str(ROOT / "deploy" / "base")],
+        "resources": [os.path.relpath(ROOT / "deploy" / "base", overlay)],
         "configMapGenerator": [{"name": "kube-event-bridge-config", "behavior": "replace",
                                 "files": ["config.yaml"]}]}))
 
@@ -101,5 +102,5 @@ async def test_bridge_runs_with_the_deployed_service_account_only(
         leader_election={"enabled": True, "namespace": NAMESPACE, "name": identity.lease,
                          "lease_duration": 4, "renew_deadline": 3, "retry_period": 0.5})
     await run_through_restart(process, work, bootstrap=endpoints.kafka_bootstrap_servers,
-                              prefix=prefix, seconds=60)
+                              prefix=prefix, changes=60)
     await assert_writes_refused(identity, work)

@@ -30,7 +30,9 @@ from tests.integration.deployed import (
 from tests.kubetools import crd_manifest, create_crd
 from tests.workload import Workload
 
-pytestmark = pytest.mark.world
+# The first test builds helm from the Go module proxy when it is not cached (minutes, once
+# per machine): more than the default per-test timeout allows.
+pytestmark = [pytest.mark.world, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "kube-event-bridge"
@@ -184,7 +186,7 @@ async def test_bridge_runs_with_the_chart_s_service_account_rbac_and_config(
     assert lease == sa_name  # named after the release by the chart
     process = bridge_with_config(tmp_path, chart_config, port)
     await run_through_restart(process, work, bootstrap=endpoints.kafka_bootstrap_servers,
-                              prefix=prefix, seconds=30)
+                              prefix=prefix, changes=60)
     holder = k8s.CoordinationV1Api(kube).read_namespaced_lease(lease, NAMESPACE)
     assert holder.spec.lease_transitions >= 1  # the Lease the chart's Role grants was used
     await assert_writes_refused(Identity(NAMESPACE, lease, sa_kubeconfig), work)
