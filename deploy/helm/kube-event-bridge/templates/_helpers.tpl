@@ -65,10 +65,6 @@ store live in the release namespace, where the Role grants access to them.
 {{- toYaml $config }}
 {{- end }}
 
-{{- define "keb.leaseName" -}}
-{{- (include "keb.config" . | fromYaml).leader_election.name }}
-{{- end }}
-
 {{- define "keb.port" -}}
 {{- $http := .Values.config.http | default dict }}
 {{- if hasKey $http "port" }}{{ int $http.port }}{{ else }}9090{{ end }}
