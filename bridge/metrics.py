@@ -22,6 +22,9 @@ watched_kinds = Gauge(
 skipped_kinds = Gauge(
     _P + "skipped_kinds", "Kinds skipped because they are forbidden or vanished",
     ["reason"], registry=REGISTRY)
+kind_skipped = Gauge(
+    _P + "kind_skipped", "1 while the kind is skipped (forbidden or vanished; "
+    "skipped_kinds says which); absent otherwise", ["group", "kind"], registry=REGISTRY)
 api_requests = Counter(
     _P + "api_requests_total", "Requests made to the Kubernetes API server",
     ["verb", "code"], registry=REGISTRY)
@@ -73,6 +76,9 @@ sink_up = Gauge(
 is_leader = Gauge(
     _P + "is_leader", "1 while this instance holds the leader Lease (or runs without "
     "leader election)", registry=REGISTRY)
+leader_transitions = Gauge(
+    _P + "leader_transitions", "The leader Lease's spec.leaseTransitions as last read by this "
+    "instance: how often leadership changed hands, cluster-wide", ["lease"], registry=REGISTRY)
 
 # ---- checkpoints ---------------------------------------------------------------------------
 checkpoint_saves = Counter(

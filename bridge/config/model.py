@@ -249,11 +249,17 @@ class LeaderElectionSettings(Strict):
                                 "between a standby's attempts)")
 
 
+def _not_builtin(schema: dict[str, Any]) -> None:
+    """A plugin's ``type`` is none of the built-in ones (so that exactly one ``oneOf`` branch
+    of the JSON schema matches a sink)."""
+    schema["properties"]["type"]["not"] = {"enum": list(BUILTIN_SINKS)}
+
+
 class PluginSinkSettings(SinkSettings):
     """A sink from a Python entry point (group ``kube_event_bridge.sinks``); its own options
     are validated by the plugin."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_not_builtin)
 
 
 def _sink_tag(value: Any) -> str:
