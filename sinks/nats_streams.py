@@ -139,7 +139,7 @@ def compare(spec: StreamSpec, config: StreamConfig) -> list[Difference]:
     if (config.max_age or 0.0) != spec.max_age:
         found.append(Difference("max_age", f"{config.max_age or 0:g}s", f"{spec.max_age:g}s",
                                 blocking=False))
-    storage = config.storage.value if config.storage is not None else "file"
+    storage = str(getattr(config.storage, "value", config.storage) or "file")  # str or enum
     if storage != spec.storage:
         found.append(Difference("storage", storage, spec.storage, blocking=False))
     if (config.num_replicas or 1) != spec.replicas:
