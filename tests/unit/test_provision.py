@@ -17,8 +17,8 @@ from sinks.base import SinkError
 from sinks.kafka import KafkaSettings
 from sinks.kafka_topics import TopicGuard, TopicSpec, TopicState, alter_command, compare, specs
 from sinks.nats import NatsSettings
-from sinks.nats_streams import covers, default_subjects, pattern
 from sinks.nats_streams import compare as compare_stream
+from sinks.nats_streams import covers, default_subjects, pattern
 from sinks.nats_streams import specs as stream_specs
 from sinks.provisioning import DestinationError, KindRef, Scope, UnboundedTemplate, destinations
 from sinks.template import Template
