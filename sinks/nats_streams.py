@@ -237,6 +237,10 @@ async def provision(settings: NatsSettings, template: Template, js: JetStreamCon
     outcomes = [await _provision_one(settings.name, js, events, await _info(js, events.name),
                                      dry_run=dry_run)]
     holder = await _holder(js, settings.dead_letter_subject)
+    if holder is None and any(covers(s, settings.dead_letter_subject) for s in events.subjects):
+        holder = events.name  # it will, once created
+    if holder == events.name:
+        return outcomes
     if holder is not None and holder != dead.name:
         outcomes.append(Outcome(settings.name, WHAT, holder, Status.OK,
                                 f"holds the dead-letter subject {settings.dead_letter_subject}"))
