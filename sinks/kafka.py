@@ -249,7 +249,8 @@ class KafkaSink:
         topics = [self.topic.render(event) for event in events]
         unique = set(topics)
         unusable = await self.topics.check(unique)  # {} once every topic was found usable
-        partitions = await _partitions(producer, unique - unusable.keys())
+        partitions = await _partitions(producer, unique - unusable.keys() if unusable
+                                       else unique)
         partitions.update(unusable)
         batches = _Batches(producer, self.max_request_size)
         placements = [self._place(batches, event, topic, partitions[topic])

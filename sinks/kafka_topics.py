@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN_TOPIC = 3
+LEADER_NOT_AVAILABLE = 5
 TOPIC_EXISTS = 36
 AUTO_CREATE_WAIT = 5.0  # seconds to wait for a topic the broker is auto-creating
 WHAT = "kafka topic"
@@ -91,12 +92,14 @@ def specs(settings: KafkaSettings) -> tuple[TopicSpec, TopicSpec]:
 @dataclass(frozen=True)
 class TopicState:
     """An existing topic as the broker describes it (``configs`` empty with ``configs_error``
-    when they could not be read)."""
+    when they could not be read; ``unchecked`` says why it could not be described at all,
+    e.g. not authorized: then it is used as it is and the producer reports what fails)."""
 
     partitions: int
     replication_factor: int
     configs: dict[str, str] = field(default_factory=dict)
     configs_error: str = ""
+    unchecked: str = ""
 
 
 def _policy(value: str) -> frozenset[str]:
@@ -107,6 +110,8 @@ def compare(spec: TopicSpec, state: TopicState) -> list[Difference]:
     """How ``state`` differs from ``spec``; only a non-compacting topic with tombstones on is
     blocking."""
     found: list[Difference] = []
+    if state.unchecked:
+        return found
     if state.partitions != spec.partitions:
         found.append(Difference("partitions", str(state.partitions), str(spec.partitions),
                                 blocking=False, why="not altered: more partitions would move "
@@ -174,8 +179,11 @@ class TopicAdmin:
             MetadataRequest(topics, allow_auto_topic_creation=auto_create))
         found: dict[str, TopicState | None] = {}
         for entry in answer.to_object()["topics"]:
-            partitions = entry["partitions"]
-            if entry["error_code"] == UNKNOWN_TOPIC or not partitions:
+            partitions, code = entry["partitions"], entry["error_code"]
+            if code not in (0, UNKNOWN_TOPIC, LEADER_NOT_AVAILABLE):
+                found[entry["topic"]] = TopicState(0, 0, unchecked=f"error {code}")
+                continue
+            if code == UNKNOWN_TOPIC or not partitions:  # unknown, or still being created
                 found[entry["topic"]] = None
                 continue
             found[entry["topic"]] = TopicState(
@@ -202,7 +210,7 @@ class TopicAdmin:
     async def state(self, topics: list[str]) -> dict[str, TopicState | None]:
         """``describe`` plus the configs of the topics that exist."""
         found = await self.describe(topics)
-        existing = [t for t, s in found.items() if s is not None]
+        existing = [t for t, s in found.items() if s is not None and not s.unchecked]
         if existing:
             configs = await self.configs(existing)
             for topic in existing:
@@ -312,10 +320,11 @@ class TopicGuard:
 
     def _judge(self, topic: str, spec: TopicSpec, state: TopicState) -> DestinationError | None:
         name = self.settings.name
-        if state.configs_error and not self._warned_configs:
+        problem = state.unchecked or state.configs_error
+        if problem and not self._warned_configs:
             self._warned_configs = True
-            log.warning("kafka sink %s: cannot read the configuration of topic %s (%s): topic "
-                        "settings are not checked", name, topic, state.configs_error)
+            log.warning("kafka sink %s: cannot describe topic %s (%s): its settings are not "
+                        "checked", name, topic, problem)
         differences = compare(spec, state)
         if any(d.blocking for d in differences):
             return _contradicts(name, topic, spec, [d for d in differences if d.blocking])
@@ -357,6 +366,9 @@ async def _provision_one(settings: KafkaSettings, admin: TopicAdmin, topic: str,
         command = alter_command(topic, spec, differences)
         detail = describe(differences) + (f"; to change it: {command}" if command else "")
         return Outcome(name, WHAT, topic, Status.CONTRADICTS, detail)
+    if state.unchecked:
+        return Outcome(name, WHAT, topic, Status.OK, f"not checked: cannot describe "
+                       f"it ({state.unchecked})")
     checked = "" if not state.configs_error else (
         f" (configs not checked: {state.configs_error})")
     return Outcome(name, WHAT, topic, Status.OK, spec.summary() + checked)

@@ -229,3 +229,8 @@ async def test_a_missing_destination_is_the_down_reason_and_a_metric_until_it_ex
     assert destination_sample("unit-dest", "t.a") == 0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_topic_that_cannot_be_described_is_used_unchecked() -> None:
+    spec, _ = specs(kafka(tombstones=True))
+    assert compare(spec, TopicState(0, 0, unchecked="error 29")) == []
