@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 UNKNOWN_TOPIC = 3
 LEADER_NOT_AVAILABLE = 5
 TOPIC_EXISTS = 36
-AUTO_CREATE_WAIT = 5.0  # seconds to wait for a topic the broker is auto-creating
+CREATE_WAIT = 5.0  # seconds to wait for a topic being created to be described
+AUTO_CREATE_WAIT = 2.0  # seconds to wait for a broker's auto-creation to show
 WHAT = "kafka topic"
 
 
@@ -170,13 +171,12 @@ class TopicAdmin:
             await self._admin.close()
         self._admin = None
 
-    async def describe(self, topics: list[str], *,
-                       auto_create: bool = False) -> dict[str, TopicState | None]:
-        """Each topic's partitions and replication factor, None for an unknown topic. Only
-        with ``auto_create`` may the broker create a missing topic (if it is configured to)."""
+    async def describe(self, topics: list[str]) -> dict[str, TopicState | None]:
+        """Each topic's partitions and replication factor, None for an unknown topic (or one
+        still being created)."""
         admin = await self._client()
         answer = await admin._send_request(  # describe_topics() would allow auto-creation
-            MetadataRequest(topics, allow_auto_topic_creation=auto_create))
+            MetadataRequest(topics, allow_auto_topic_creation=False))
         found: dict[str, TopicState | None] = {}
         for entry in answer.to_object()["topics"]:
             partitions, code = entry["partitions"], entry["error_code"]
@@ -189,6 +189,13 @@ class TopicAdmin:
             found[entry["topic"]] = TopicState(
                 len(partitions), max(len(p["replicas"]) for p in partitions))
         return found
+
+    async def auto_create(self, topic: str) -> None:
+        """Ask for the topic's metadata allowing auto-creation: a broker with
+        ``auto.create.topics.enable=true`` starts creating it (and answers "unknown" all the
+        same: only a later ``describe`` tells)."""
+        admin = await self._client()
+        await admin._send_request(MetadataRequest([topic], allow_auto_topic_creation=True))
 
     async def configs(self, topics: list[str]) -> dict[str, tuple[dict[str, str], str]]:
         """Each topic's configs, or why they could not be read."""
@@ -233,7 +240,13 @@ class TopicAdmin:
         return f"error {code}: {message}"
 
 
-def _missing(name: str, topic: str) -> DestinationError:
+def _missing(name: str, topic: str, create_error: str | None) -> DestinationError:
+    if create_error is not None:
+        return DestinationError(
+            f"kafka sink {name}: topic {topic} does not exist and the bridge could not create "
+            f"it (create_topics: true): {create_error}; create it with `kube-event-bridge "
+            "provision --config <this config file>` as a user allowed to, or grant the "
+            "bridge CREATE on it", destination=topic, problem="missing")
     hint = PROVISION_HINT.format(setting="create_topics")
     return DestinationError(
         f"kafka sink {name}: topic {topic} does not exist and the broker does not create "
@@ -262,6 +275,8 @@ class TopicGuard:
         self.events, self.dead = specs(settings)
         self.usable: set[str] = set()
         self._warned_configs = False
+        self._broker_creates: bool | None = None  # auto-creation seen on this broker
+        self._create_error: str | None = None  # why the last create_topics attempt failed
 
     async def check(self, topics: set[str],
                     dead_letter: bool = False) -> dict[str, SinkError]:
@@ -285,7 +300,7 @@ class TopicGuard:
             if state is None:
                 state = await self._obtain(topic, spec)
             if state is None:
-                problems[topic] = _missing(self.settings.name, topic)
+                problems[topic] = _missing(self.settings.name, topic, self._create_error)
                 continue
             problem = self._judge(topic, spec, state)
             if problem is not None:
@@ -296,27 +311,34 @@ class TopicGuard:
 
     async def _obtain(self, topic: str, spec: TopicSpec) -> TopicState | None:
         """Create a missing topic (``create_topics``), or let a broker that auto-creates
-        topics do it; its state then, or None while it is missing."""
+        topics do it; its state then, or None while it is missing. Once a broker did not
+        auto-create a topic it is not asked to again."""
         name = self.settings.name
         if self.settings.create_topics:
-            error = await self.admin.create(topic, spec)
+            error = self._create_error = await self.admin.create(topic, spec) or None
             if error:
-                log.error("kafka sink %s: cannot create topic %s (%s): %s", name, topic,
-                          spec.summary(), error)
                 return None
             log.info("kafka sink %s: created topic %s (%s)", name, topic, spec.summary())
-        elif (await self.admin.describe([topic], auto_create=True)).get(topic) is None:
+            return await self._described(topic, CREATE_WAIT)
+        if self._broker_creates is False:
             return None
-        deadline = time.monotonic() + AUTO_CREATE_WAIT
-        while True:  # the topic's leaders are being elected
-            state = (await self.admin.state([topic])).get(topic)
-            if state is not None or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.1)
-        if state is not None and not self.settings.create_topics:
+        await self.admin.auto_create(topic)
+        state = await self._described(topic, AUTO_CREATE_WAIT)
+        self._broker_creates = state is not None
+        if state is not None:
             log.info("kafka sink %s: topic %s was created by the broker's auto-creation "
                      "with the broker's defaults", name, topic)
         return state
+
+    async def _described(self, topic: str, wait: float) -> TopicState | None:
+        """The topic's state once it can be described (its leaders are being elected), or
+        None after ``wait`` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            state = (await self.admin.state([topic])).get(topic)
+            if state is not None or time.monotonic() > deadline:
+                return state
+            await asyncio.sleep(0.1)
 
     def _judge(self, topic: str, spec: TopicSpec, state: TopicState) -> DestinationError | None:
         name = self.settings.name

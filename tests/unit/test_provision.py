@@ -104,13 +104,10 @@ class FakeAdmin:
         self.calls: list[str] = []
         self.created: list[tuple[str, TopicSpec]] = []
 
-    async def describe(self, topics: list[str], *,
-                       auto_create: bool = False) -> dict[str, TopicState | None]:
-        self.calls.append(f"describe auto={auto_create}")
-        if auto_create and self.auto:
-            for topic in topics:
-                self.topics.setdefault(topic, TopicState(1, 1, {"cleanup.policy": "delete"}))
-        return {t: self.topics.get(t) for t in topics}
+    async def auto_create(self, topic: str) -> None:
+        self.calls.append("auto_create")
+        if self.auto:
+            self.topics.setdefault(topic, TopicState(1, 1, {"cleanup.policy": "delete"}))
 
     async def state(self, topics: list[str]) -> dict[str, TopicState | None]:
         self.calls.append("state")
@@ -126,6 +123,11 @@ class FakeAdmin:
         return None
 
 
+@pytest.fixture(autouse=True)
+def quick_auto_create(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sinks.kafka_topics.AUTO_CREATE_WAIT", 0.01)
+
+
 async def test_a_missing_topic_names_it_and_the_command_then_is_found_once_created() -> None:
     admin = FakeAdmin({"ok": TopicState(3, 1, {"cleanup.policy": "delete"})})
     guard = TopicGuard(kafka(), admin)  # type: ignore[arg-type]
@@ -137,6 +139,8 @@ async def test_a_missing_topic_names_it_and_the_command_then_is_found_once_creat
     assert "topic gone does not exist" in str(error)
     assert "kube-event-bridge provision --config" in str(error)
     assert "create_topics: true" in str(error)
+    assert (await guard.check({"gone"})).keys() == {"gone"}
+    assert admin.calls.count("auto_create") == 1  # a broker that did not create is not asked again
     admin.topics["gone"] = TopicState(3, 1, {"cleanup.policy": "delete"})  # provisioned
     assert await guard.check({"ok", "gone"}) == {}
     admin.calls.clear()
@@ -154,10 +158,19 @@ async def test_create_topics_creates_a_missing_topic_with_the_configured_spec() 
     assert admin.created[-1][1].configs["cleanup.policy"] == "delete"
 
 
+async def test_a_topic_the_bridge_may_not_create_says_so() -> None:
+    class Denied(FakeAdmin):
+        async def create(self, topic: str, spec: TopicSpec) -> str:
+            return "error 29: Authorization failed."
+
+    problem = (await TopicGuard(kafka(create_topics=True), Denied({})).check({"t"}))["t"]  # type: ignore[arg-type]
+    assert "could not create it (create_topics: true): error 29" in str(problem)
+
+
 async def test_a_broker_that_auto_creates_is_used_but_its_settings_are_still_judged() -> None:
     admin = FakeAdmin({}, auto=True)
     assert await TopicGuard(kafka(), admin).check({"t"}) == {}  # type: ignore[arg-type]
-    assert "describe auto=True" in admin.calls
+    assert "auto_create" in admin.calls
     tombstones = TopicGuard(kafka(tombstones=True), FakeAdmin({}, auto=True))  # type: ignore[arg-type]
     problem = (await tombstones.check({"t"}))["t"]
     assert isinstance(problem, DestinationError) and problem.problem == "contradicts"
