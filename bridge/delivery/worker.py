@@ -272,9 +272,10 @@ class SinkWorker:
         self._on_acked(events)
 
     def _destination(self, error: BaseException | None) -> None:
-        """Show a missing or contradicting destination as the down reason and in the metric
-        (until the sink accepts events again)."""
+        """Show a missing or contradicting destination as the down reason and in the metric,
+        while the sink's failures say so."""
         if not isinstance(error, DestinationError):
+            self._destinations_fine()
             return
         self.destination_problem = str(error)
         key = (error.destination, error.problem)
@@ -283,12 +284,15 @@ class SinkWorker:
             metrics.destination_missing.labels(sink=self.name, destination=key[0],
                                                problem=key[1]).set(1)
 
-    def _up(self) -> None:
+    def _destinations_fine(self) -> None:
         for destination, problem in self._destinations_down:
             metrics.destination_missing.labels(sink=self.name, destination=destination,
                                                problem=problem).set(0)
         self._destinations_down.clear()
         self.destination_problem = None
+
+    def _up(self) -> None:
+        self._destinations_fine()
         if self.failing_since is not None:
             log.info("sink %s: delivering again after %.1fs", self.name,
                      time.monotonic() - self.failing_since)
