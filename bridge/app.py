@@ -15,12 +15,14 @@ import time
 
 from bridge import metrics
 from bridge.checkpoint.factory import build_store
+from bridge.checkpoint.kafkastore import KafkaStore
 from bridge.checkpoint.replay import restore
 from bridge.checkpoint.store import CheckpointStore
 from bridge.checkpoint.writer import CheckpointWriter, WriterOptions
 from bridge.config.model import Config
 from bridge.delivery.pipeline import Delivery
 from bridge.delivery.size import SizePolicy
+from bridge.delivery.transactional import TransactionPlan
 from bridge.errors import BridgeError
 from bridge.events.builder import EventBuilder, EventOptions
 from bridge.events.redact import RedactionRule, Redactor
@@ -71,6 +73,7 @@ def event_builder(config: Config) -> EventBuilder:
                                      redactor=redactor))
 
 
+FINAL_WRITE_TIMEOUT = 60.0  # seconds the checkpoint write at a stop may take
 NOT_FLOWING_GRACE = 5.0  # seconds a stream may be re-connecting before readiness says so
 
 
@@ -86,6 +89,19 @@ def writer_options(config: Config, store: CheckpointStore) -> WriterOptions:
     return WriterOptions(
         interval=c.interval, compact_ratio=c.compact_ratio,
         min_write_interval=store.default_min_write_interval if spacing is None else spacing)
+
+
+def transaction_plans(config: Config, store: KafkaStore | None,
+                      writer: CheckpointWriter) -> dict[str, TransactionPlan]:
+    """How each exactly-once sink's transactions run: on the Kafka checkpoint store's
+    producer, committed by a checkpoint flush (the config model checked the pairing)."""
+    plans: dict[str, TransactionPlan] = {}
+    for sink in config.exactly_once_sinks():
+        assert store is not None
+        plans[sink.name] = TransactionPlan(
+            transactions=store, commit=lambda: writer.flush(commit=True),
+            max_events=sink.transaction.max_events, max_wait=sink.transaction.max_wait)
+    return plans
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -213,7 +229,9 @@ class Bridge:
                 log.info("resuming %d streams from the checkpoint in %s (%d journal "
                          "segments)", len(checkpoints), store.description,
                          len(stored.segments))
-            sinks = [registry.build(s, config.cluster, config.events.max_bytes)
+            shared = store if isinstance(store, KafkaStore) else None
+            sinks = [registry.build(s, config.cluster, config.events.max_bytes,
+                                    transactions=shared)
                      for s in config.sinks]
             await self._connect(sinks)
             engine = self.engine = WatchEngine(transport, selection(config),
@@ -222,7 +240,8 @@ class Bridge:
             writer = self.writer = CheckpointWriter(
                 store, engine.trackers, options=writer_options(config, store),
                 may_write=lambda: not supervisor.failed.is_set() and (
-                    elector is None or elector.leading))
+                    elector is None or elector.leading),
+                exclusive=shared.exclusive if shared is not None else None)
             try:  # a durable checkpoint (and a fence) before anything is read
                 await writer.flush()
             except Exception as exc:
@@ -231,10 +250,13 @@ class Bridge:
             log.info("checkpoint durable in %s %.2fs after start", store.description,
                      time.monotonic() - started)
             e = config.events
+            plans = transaction_plans(config, shared, writer)
+            only_transactional = len(plans) == len(sinks)  # the transaction is the journal
             delivery = self.delivery = Delivery(
                 engine, event_builder(config), sinks,
                 SizePolicy(e.max_bytes, tuple(e.drop_fields), e.oversize),
-                durable=writer.durable)
+                durable=None if only_transactional else writer.durable,
+                exactly_once=plans)
             await delivery.start(supervisor)
             await engine.start()
             supervisor.spawn(writer.run(), name="checkpoint writer")
@@ -261,8 +283,8 @@ class Bridge:
             await store.close()
 
     async def _final_write(self, writer: CheckpointWriter) -> bool:
-        try:
-            await writer.flush(final=True)
+        try:  # bounded: an exactly-once sink retrying a transaction holds the store
+            await asyncio.wait_for(writer.flush(final=True), FINAL_WRITE_TIMEOUT)
             return True
         except Exception as exc:
             log.error("final checkpoint write to %s failed: %s (the next start repeats what "

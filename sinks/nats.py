@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import quote
 
-import nats
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -41,7 +40,9 @@ from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.events.event import Event
+from sinks import nats_security
 from sinks.base import HeaderNames, SinkError, SinkSettings
+from sinks.nats_security import NatsAuth, NatsRefused, permission_denied
 from sinks.nats_streams import StreamGuard, default_subjects
 from sinks.nats_streams import provision as provision_streams
 from sinks.provisioning import DestinationError, Outcome, Scope
@@ -85,11 +86,14 @@ class NatsSettings(SinkSettings):
     ack_timeout: float = Field(10.0, gt=0, description="seconds to wait for a batch's PubAcks "
                                "after its last publish")
     max_pending: int = Field(4000, ge=1, description="unacknowledged publishes in flight")
-    tls: TlsSettings | None = None
-    creds_file: str = Field("", description="NATS credentials file (JWT + nkey)")
-    nkey_seed_file: str = Field("", description="nkey seed file")
-    user: str = ""
-    password: SecretStr | None = None
+    tls: TlsSettings | None = Field(None, description="TLS to the server (use a `tls://` "
+                                    "URL or a server that requires TLS)")
+    creds_file: str = Field("", description="NATS credentials file (user JWT + nkey seed, as "
+                            "`nsc` writes it) for servers in operator (JWT) mode")
+    nkey_seed_file: str = Field("", description="file holding the user's nkey seed "
+                                "(`SU...`) for servers that list nkey users")
+    user: str = Field("", description="user name for user/password authentication")
+    password: SecretStr | None = Field(None, description="password of `user`; never logged")
     dead_letter_subject: str = Field("kube-event-bridge.dlq",
                                      description="permanent failures are published here; a "
                                      "stream must hold it")
@@ -198,6 +202,7 @@ class NatsSink:
         self._sequence = 0  # the last token handed out
         self._pending: dict[str, tuple[_Batch, int]] = {}  # token -> its batch and event index
         self._has_room = asyncio.Event()  # set when fewer than max_pending are unacknowledged
+        self._denied: str | None = None  # the last permissions violation the server reported
 
     def _options(self) -> dict[str, Any]:
         s = self.settings
@@ -208,27 +213,25 @@ class NatsSink:
             "reconnect_time_wait": 1,
             "allow_reconnect": True,
             "connect_timeout": 5,
-            "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,
             "reconnected_cb": self._on_reconnect,
         }
-        if s.tls is not None:
-            options["tls"] = s.tls.context()
-        if s.creds_file:
-            options["user_credentials"] = s.creds_file
-        if s.nkey_seed_file:
-            options["nkeys_seed"] = s.nkey_seed_file
-        if s.user:
-            options["user"] = s.user
-            options["password"] = s.password.get_secret_value() if s.password else ""
         return options
+
+    async def _connect(self, options: dict[str, Any]) -> Client:
+        s = self.settings
+        auth = NatsAuth(tls=s.tls, creds_file=s.creds_file, nkey_seed_file=s.nkey_seed_file,
+                        user=s.user, password=s.password)
+        try:
+            return await nats_security.connect(options, auth, self._on_error)
+        except NatsRefused as exc:
+            raise SinkError(f"nats sink {s.name}: {s.url}: {exc}", transient=False) from exc
+        except (TimeoutError, NatsError, OSError) as exc:
+            raise SinkError(f"nats sink {s.name}: cannot reach {s.url}: {exc!r}") from exc
 
     async def connect(self) -> None:
         s = self.settings
-        try:
-            nc = await nats.connect(**self._options())
-        except (TimeoutError, NatsError, OSError) as exc:
-            raise SinkError(f"nats sink {s.name}: cannot reach {s.url}: {exc!r}") from exc
+        nc = await self._connect(self._options())
         self._inbox = f"{nc.new_inbox()}."
         await nc.subscribe(f"{self._inbox}*", cb=self._on_ack)
         self._nc = nc
@@ -251,10 +254,7 @@ class NatsSink:
     async def provision(self, scope: Scope, *, dry_run: bool) -> list[Outcome]:
         """Check (and unless ``dry_run`` create) the events and dead-letter streams."""
         s = self.settings
-        try:
-            nc = await nats.connect(**{**self._options(), "allow_reconnect": False})
-        except (TimeoutError, NatsError, OSError) as exc:
-            raise SinkError(f"nats sink {s.name}: cannot reach {s.url}: {exc!r}") from exc
+        nc = await self._connect({**self._options(), "allow_reconnect": False})
         try:
             return await provision_streams(s, self.subject, nc.jetstream(), dry_run=dry_run)
         except (TimeoutError, NatsError) as exc:
@@ -263,6 +263,10 @@ class NatsSink:
             await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
+        denied = permission_denied(exc)
+        if denied is not None:  # one per publish: the failed events carry it instead
+            self._denied = denied
+            return
         log.warning("nats sink %s: %r", self.settings.name, exc)
 
     async def _on_disconnect(self) -> None:
@@ -359,13 +363,19 @@ class NatsSink:
                 self._ok = False
                 return [problem] * len(events)
         timeout = self.settings.ack_timeout
-        batch = _Batch(len(events), SinkError(f"nats: no PubAck within {timeout}s"))
+        unacked = SinkError(f"nats: no PubAck within {timeout}s")
+        batch = _Batch(len(events), unacked)
+        self._denied = None
         try:
             if await self._publish(self._nc, events, batch):
                 await batch.acked(timeout)
         finally:  # also when cancelled: its publishes must not hold max_pending slots
             self._forget(batch)
         results = batch.outcomes
+        if self._denied is not None:  # the server dropped publishes: say why acks are missing
+            denied = SinkError(f"nats sink {self.settings.name}: {self.settings.url}: "
+                               f"{self._denied} (the user's permissions deny it)")
+            results = [denied if r is unacked else r for r in results]
         self._ok = all(r is None or not r.transient for r in results)
         if not self._ok:
             return await self._explain(events, results)

@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, FencedError
 from bridge.watch.inventory import Entry, Inventory
 from bridge.watch.tracker import Header, Record, StreamCheckpoint
 
@@ -48,7 +48,7 @@ class CheckpointError(BridgeError):
     """A checkpoint cannot be read or written."""
 
 
-class CheckpointFenced(CheckpointError):
+class CheckpointFenced(CheckpointError, FencedError):
     """Another writer owns the checkpoint now: this instance must stop (exit 1)."""
 
 

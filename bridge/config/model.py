@@ -140,8 +140,8 @@ class CheckpointSettings(Strict):
     bootstrap_servers: str = Field("", description="kafka store")
     topic: str = Field("kube-event-bridge.checkpoints", description="kafka store: compacted "
                        "topic")
-    tls: TlsSettings | None = Field(None, description="kafka store: TLS, the same keys as a "
-                                    "kafka sink's `tls`")
+    tls: TlsSettings | None = Field(None, description="kafka and nats-kv stores: TLS, the "
+                                    "same keys as a sink's `tls`")
     sasl: SaslSettings | None = Field(None, description="kafka store: SASL, the same keys as "
                                       "a kafka sink's `sasl`")
     replication_factor: int = Field(1, ge=1, le=32, description="kafka store: replicas of the "
@@ -152,6 +152,10 @@ class CheckpointSettings(Strict):
                                      "waits for this many replicas); use 2 in production")
     url: str = Field("", description="nats-kv store: server URL")
     bucket: str = Field("kube_event_bridge", description="nats-kv store: KV bucket")
+    creds_file: str = Field("", description="nats-kv store: NATS credentials file (user JWT "
+                            "+ nkey seed), as a nats sink's `creds_file`")
+    nkey_seed_file: str = Field("", description="nats-kv store: nkey seed file, as a nats "
+                                "sink's `nkey_seed_file`")
 
     @model_validator(mode="after")
     def _store_fields(self) -> CheckpointSettings:
@@ -163,8 +167,13 @@ class CheckpointSettings(Strict):
 
     @model_validator(mode="after")
     def _kafka_store_fields(self) -> CheckpointSettings:
-        if self.store != "kafka" and (self.tls is not None or self.sasl is not None):
-            raise ValueError("checkpoint tls and sasl apply to the kafka store only")
+        if self.store != "kafka" and self.sasl is not None:
+            raise ValueError("checkpoint sasl applies to the kafka store only")
+        if self.store not in ("kafka", "nats-kv") and self.tls is not None:
+            raise ValueError("checkpoint tls applies to the kafka and nats-kv stores only")
+        if self.store != "nats-kv" and (self.creds_file or self.nkey_seed_file):
+            raise ValueError("checkpoint creds_file and nkey_seed_file apply to the nats-kv "
+                             "store only")
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError(f"checkpoint min_insync_replicas ({self.min_insync_replicas}) "
                              f"exceeds replication_factor ({self.replication_factor})")
@@ -240,3 +249,41 @@ class Config(Strict):
                 raise ValueError(f"duplicate sink name {sink.name!r}: names must be unique")
             seen.add(sink.name)
         return sinks
+
+    @model_validator(mode="after")
+    def _exactly_once(self) -> Config:
+        """An exactly-once Kafka sink shares the checkpoint store's transactional producer:
+        the store must be `kafka` on the same cluster; its TLS/SASL default to the sink's."""
+        sinks = self.exactly_once_sinks()
+        if not sinks:
+            return self
+        names = ", ".join(s.name for s in sinks)
+        if len(sinks) > 1:
+            raise ValueError(f"sinks {names}: at most one kafka sink may use delivery "
+                             "exactly-once (its events and the checkpoint are committed in "
+                             "one transaction)")
+        sink, c = sinks[0], self.checkpoint
+        if c.store != "kafka":
+            raise ValueError(f"sink {names}: delivery exactly-once needs `checkpoint: {{store: "
+                             f"kafka, bootstrap_servers: {sink.bootstrap_servers}}}` (the "
+                             "checkpoint is committed in the same Kafka transaction as the "
+                             f"events); the checkpoint store is {c.store!r}")
+        if _servers(c.bootstrap_servers) != _servers(sink.bootstrap_servers):
+            raise ValueError(f"sink {names}: delivery exactly-once needs the checkpoint on "
+                             f"the same Kafka cluster: checkpoint.bootstrap_servers is "
+                             f"{c.bootstrap_servers!r}, the sink's {sink.bootstrap_servers!r}")
+        if c.tls is None and c.sasl is None:
+            c.tls, c.sasl = sink.tls, sink.sasl
+        elif (c.tls, c.sasl) != (sink.tls, sink.sasl):
+            raise ValueError(f"sink {names}: delivery exactly-once shares one producer with "
+                             "the checkpoint store, so checkpoint.tls/sasl must equal the "
+                             "sink's (or be left out: they default to the sink's)")
+        return self
+
+    def exactly_once_sinks(self) -> list[KafkaSettings]:
+        return [s for s in self.sinks
+                if isinstance(s, KafkaSettings) and s.delivery == "exactly-once"]
+
+
+def _servers(bootstrap: str) -> set[str]:
+    return {server.strip() for server in bootstrap.split(",") if server.strip()}
