@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.provision import provision
 
         return _guard(lambda: provision(config, dry_run=args.dry_run))
+    from sinks.provisioning import name_config_file
+
+    name_config_file(os.path.abspath(args.config))
     return _guard(lambda: _run(config))
 
 

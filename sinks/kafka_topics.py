@@ -34,7 +34,6 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from sinks.base import SinkError
 from sinks.provisioning import (
-    PROVISION_HINT,
     DestinationError,
     Difference,
     Outcome,
@@ -42,6 +41,8 @@ from sinks.provisioning import (
     Status,
     describe,
     destinations,
+    provision_command,
+    provision_hint,
 )
 from sinks.template import Template
 
@@ -244,10 +245,10 @@ def _missing(name: str, topic: str, create_error: str | None) -> DestinationErro
     if create_error is not None:
         return DestinationError(
             f"kafka sink {name}: topic {topic} does not exist and the bridge could not create "
-            f"it (create_topics: true): {create_error}; create it with `kube-event-bridge "
-            "provision --config <this config file>` as a user allowed to, or grant the "
-            "bridge CREATE on it", destination=topic, problem="missing")
-    hint = PROVISION_HINT.format(setting="create_topics")
+            f"it (create_topics: true): {create_error}; grant the bridge CREATE on it, or "
+            f"run `{provision_command()}` as a user allowed to",
+            destination=topic, problem="missing")
+    hint = provision_hint("create_topics")
     return DestinationError(
         f"kafka sink {name}: topic {topic} does not exist and the broker does not create "
         f"topics on first use (auto.create.topics.enable=false); {hint}",

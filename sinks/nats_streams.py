@@ -32,12 +32,12 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from sinks.provisioning import (
-    PROVISION_HINT,
     DestinationError,
     Difference,
     Outcome,
     Status,
     describe,
+    provision_hint,
 )
 from sinks.template import Template, placeholders_in
 
@@ -173,7 +173,7 @@ class StreamGuard:
         self.problem: DestinationError | None = None  # while the stream is unusable
 
     def _hint(self) -> str:
-        return PROVISION_HINT.format(setting="create_stream")
+        return provision_hint("create_stream")
 
     async def ensure(self, js: JetStreamContext) -> None:
         """``create_stream``: create the events stream, and the dead-letter stream when no

@@ -19,8 +19,21 @@ from bridge.errors import ConfigError
 from sinks.base import SinkError
 from sinks.template import Template, placeholders_in
 
-PROVISION_HINT = ("run `kube-event-bridge provision --config <this config file>` (or let the "
-                  "bridge create it: {setting}: true)")
+_config_file = ["<this config file>"]  # the daemon's, once named (``name_config_file``)
+
+
+def name_config_file(path: str) -> None:
+    """The config file this process runs with, named in the command errors tell to run."""
+    _config_file[0] = path
+
+
+def provision_command() -> str:
+    return f"kube-event-bridge provision --config {_config_file[0]}"
+
+
+def provision_hint(setting: str) -> str:
+    """What to do about a missing destination; ``setting`` lets the bridge create it."""
+    return f"run `{provision_command()}` (or let the bridge create it: {setting}: true)"
 
 Problem = Literal["missing", "contradicts"]
 
