@@ -305,7 +305,7 @@ class KafkaSink:
         producer = await self._current()
         topics = [self.topic.render(event) for event in events]
         unique = set(topics)
-        unusable = await self.topics.check(unique)  # {} once every topic was found usable
+        unusable = {} if unique <= self.topics.usable else await self.topics.check(unique)
         partitions = await _partitions(producer, unique - unusable.keys() if unusable
                                        else unique)
         partitions.update(unusable)
