@@ -147,9 +147,9 @@ class Bridge:
             failures = self.engine.failures()
             return False, "kinds not flowing: " + _summary(
                 {key: failures.get(key, "restarting") for key in stopped})
-        down = self.delivery.sinks_down()
+        down = self.delivery.down_reasons()
         if down:
-            return False, f"sinks down: {', '.join(down)}"
+            return False, "sinks down: " + _summary(down)
         if self.writer is not None and self.writer.failing:
             return False, f"checkpoint store failing: {self.writer.store.description}"
         return True, "ready"

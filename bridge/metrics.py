@@ -69,6 +69,11 @@ lag = Histogram(
 in_flight = Gauge(
     _P + "events_in_flight", "Events handed to sinks and not yet acknowledged",
     registry=REGISTRY)
+destination_missing = Gauge(
+    _P + "sink_destination_missing", "1 while a sink's destination (Kafka topic, NATS stream) "
+    "is missing (problem=missing) or its settings contradict the config "
+    "(problem=contradicts): run `kube-event-bridge provision`",
+    ["sink", "destination", "problem"], registry=REGISTRY)
 sink_up = Gauge(
     _P + "sink_up", "1 while the sink accepts events, 0 while it fails", ["sink"],
     registry=REGISTRY)

@@ -45,12 +45,15 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.events.event import Event
 from sinks.acks import settle
 from sinks.base import HeaderNames, SinkError, SinkSettings
 from sinks.kafka_security import SaslSettings, diagnose, not_authorized, security_options
+from sinks.kafka_topics import TopicAdmin, TopicGuard
+from sinks.kafka_topics import provision as provision_topics
+from sinks.provisioning import Outcome, Scope
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -112,6 +115,23 @@ class KafkaSettings(SinkSettings):
     sasl: SaslSettings | None = None
     dead_letter_topic: str = Field("kube-event-bridge.dlq", description="permanent failures "
                                    "go here (structured JSON with the reason)")
+    create_topics: bool = Field(False, description="create a missing topic at run time "
+                                "(with the settings below; needs the CREATE permission). "
+                                "Otherwise a missing topic stops delivery to it, with an error "
+                                "naming it, until `kube-event-bridge provision` (or the "
+                                "broker's auto-creation) creates it")
+    partitions: int = Field(3, ge=1, le=100_000, description="partitions of each topic the "
+                            "bridge creates; an existing topic with another count is reported "
+                            "by `provision`, never altered")
+    replication_factor: int = Field(1, ge=1, le=32, description="replicas of each topic the "
+                                    "bridge creates; 1 suits a single-broker test cluster, "
+                                    "use 3 in production")
+    min_insync_replicas: int | None = Field(None, ge=1, le=32, description="`min.insync."
+                                            "replicas` of the topics; none: the broker's "
+                                            "default (not checked)")
+    retention_ms: int | None = Field(None, ge=-1, description="`retention.ms` of the topics "
+                                     "(-1: forever); none: the broker's default (not checked). "
+                                     "With tombstones the policy becomes `compact,delete`")
     client_id: str = "kube-event-bridge"
     delivery: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once", description="`exactly-once`: events and the checkpoint are written "
@@ -125,6 +145,13 @@ class KafkaSettings(SinkSettings):
     def _template(cls, value: str) -> str:
         check_template(value)
         return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> KafkaSettings:
+        if (self.min_insync_replicas or 0) > self.replication_factor:
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) exceeds "
+                             f"replication_factor ({self.replication_factor})")
+        return self
 
 
 _HEADER_NAMES = HeaderNames("ce_")
@@ -230,6 +257,9 @@ class KafkaSink:
         self._options = producer_options(settings, max_event_bytes)
         self.max_request_size: int = self._options["max_request_size"]
         self.topic = Template(settings.topic, cluster)
+        self.topics = TopicGuard(settings, TopicAdmin(
+            {"bootstrap_servers": settings.bootstrap_servers, "client_id": settings.client_id,
+             **security_options(settings.tls, settings.sasl)}, settings.ack_timeout))
         self._transactions = transactions
         self._producer: AIOKafkaProducer | None = None
         self._ok = False
@@ -274,7 +304,11 @@ class KafkaSink:
     async def send(self, events: Sequence[Event]) -> list[SinkError | None]:
         producer = await self._current()
         topics = [self.topic.render(event) for event in events]
-        partitions = await _partitions(producer, set(topics))
+        unique = set(topics)
+        unusable = {} if unique <= self.topics.usable else await self.topics.check(unique)
+        partitions = await _partitions(producer, unique - unusable.keys() if unusable
+                                       else unique)
+        partitions.update(unusable)
         batches = _Batches(producer, self.max_request_size)
         placements = [self._place(batches, event, topic, partitions[topic])
                       for event, topic in zip(events, topics, strict=True)]
@@ -285,6 +319,9 @@ class KafkaSink:
             outcome = _outcome(placement, outcomes)
             if outcome is None:
                 results.append(None)
+                continue
+            if isinstance(outcome, SinkError):  # the topic's (TopicGuard)
+                results.append(outcome)
                 continue
             if isinstance(outcome, _FATAL):
                 fatal = outcome
@@ -320,6 +357,10 @@ class KafkaSink:
         producer = self._producer if self._transactions is None else await self._current()
         if producer is None:
             raise SinkError(f"kafka sink {self.settings.name} is not connected")
+        topic = self.settings.dead_letter_topic
+        unusable = await self.topics.check({topic}, dead_letter=True)
+        if unusable:
+            raise unusable[topic]
         doc = {"reason": reason, "attributes": event.attributes,
                "data_bytes": event.size()}
         await producer.send_and_wait(self.settings.dead_letter_topic, orjson.dumps(doc),
@@ -331,6 +372,13 @@ class KafkaSink:
             await self._producer.stop()
         self._producer = None
         self._ok = False
+        await self.topics.admin.close()
+
+    async def provision(self, scope: Scope, *, dry_run: bool) -> list[Outcome]:
+        """Check (and unless ``dry_run`` create) every topic of ``scope`` and the dead-letter
+        topic (``sinks.kafka_topics``)."""
+        return await provision_topics(self.settings, self.topic.cluster, self.topics.admin,
+                                      scope, dry_run=dry_run)
 
     @property
     def healthy(self) -> bool:

@@ -138,6 +138,10 @@ class Delivery:
         after breaking the sink protocol."""
         return [w.name for w in self.workers if w.down]
 
+    def down_reasons(self) -> dict[str, str]:
+        """Each down sink's ``down_reason``."""
+        return {w.name: reason for w in self.workers if (reason := w.down_reason) is not None}
+
     async def drain(self) -> bool:
         """Wait until everything dispatched is acknowledged (used at shutdown)."""
         await self._idle.wait()
