@@ -100,3 +100,9 @@ checkpoint_age = Gauge(
     registry=REGISTRY)
 synced_streams = Gauge(
     _P + "synced_streams", "Streams whose initial sync is complete", registry=REGISTRY)
+transactions = Counter(
+    _P + "transactions_total", "Kafka transactions of exactly-once sinks, by outcome "
+    "(committed, aborted: an aborted one is retried)", ["sink", "result"], registry=REGISTRY)
+transaction_events = Counter(
+    _P + "transaction_events_total", "Events committed in Kafka transactions (re-sends after "
+    "an abort count again)", ["sink"], registry=REGISTRY)

@@ -38,8 +38,6 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import Counter as CounterMetric
-
 from bridge import metrics
 from bridge.delivery.worker import SinkProtocolError, SinkWorker
 from bridge.errors import BridgeError, FencedError
@@ -48,13 +46,6 @@ from bridge.watch.backoff import Backoff
 from sinks.base import Sink
 
 log = logging.getLogger(__name__)
-
-transactions_total = CounterMetric(
-    "kube_event_bridge_transactions_total", "Kafka transactions of exactly-once sinks, by "
-    "outcome (committed, aborted)", ["sink", "result"], registry=metrics.REGISTRY)
-transaction_events = CounterMetric(
-    "kube_event_bridge_transaction_events_total", "Events committed in Kafka transactions "
-    "(re-sends after an abort count again)", ["sink"], registry=metrics.REGISTRY)
 
 Item = tuple[Event, str | None]  # an event and its dead-letter reason (None: send it)
 
@@ -126,14 +117,14 @@ class TransactionalWorker(SinkWorker):
                     self._violated(str(exc))
                     return
                 except Exception as exc:
-                    transactions_total.labels(sink=self.name, result="aborted").inc()
+                    metrics.transactions.labels(sink=self.name, result="aborted").inc()
                     delay = backoff.next_delay()
                     self._down(f"transaction aborted: {exc}; retrying it in {delay:.1f}s "
                                "(nothing of it is visible to read_committed consumers)")
                     await self.plan.transactions.abort()
                     await asyncio.sleep(delay)
                     continue
-                transactions_total.labels(sink=self.name, result="committed").inc()
+                metrics.transactions.labels(sink=self.name, result="committed").inc()
                 self._up()
                 return
 
@@ -161,7 +152,7 @@ class TransactionalWorker(SinkWorker):
             if time.monotonic() >= deadline:
                 break
         await plan.commit()
-        transaction_events.labels(sink=self.name).inc(sent)
+        metrics.transaction_events.labels(sink=self.name).inc(sent)
         self._uncommitted = []
 
     def _take(self, limit: int) -> list[Item]:
