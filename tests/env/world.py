@@ -174,7 +174,7 @@ class World:
         if not (data / "meta.properties").exists():
             # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            builds.run_logged(
+            self._run_tool(
                 [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
                  str(props)],
                 work, work / "format.log",
@@ -189,6 +189,10 @@ class World:
             "-js", "-sd", str(work / "jetstream"), "-n", "keb-nats",
         ]
         return procs.Daemon("nats", argv, work)
+
+    def _run_tool(self, argv: list[str], work: Path, log: Path) -> None:
+        """Run a one-shot command of a server's build (e.g. Kafka's storage format)."""
+        builds.run_logged(argv, work, log)
 
     def _daemon(self, service: str, ports: dict[str, int]) -> procs.Daemon:
         factory = {

@@ -1,0 +1,133 @@
+"""The test world with every server in a container (``BRIDGE_TEST_BACKEND=testcontainers``).
+
+The same servers, configuration, PKI and readiness checks as ``tests.env.world``; only where
+they run differs: each is a container of a locally built image (``tests.env.images``),
+started with the ``testcontainers`` package on the host network, so it listens on the same
+free loopback ports. The world directory is mounted at its own path, so every command line
+and config file of the local world works unchanged; a server's output goes to the same log
+file. A container's main process is recorded in the usual pid file (pid as the host sees
+it, argv as run in the image), which keeps port bookkeeping and readiness waits as they are.
+Stop is a graceful ``docker stop``, kill a SIGKILL, restart a new container on the same data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+
+from tests.env import docker, images, procs, versions
+from tests.env.lock import world_lock
+from tests.env.world import World
+
+_STOP_GRACE = 15  # seconds, as procs.stop gives a local server
+_LOG_TO_FILE = 'exec "$0" "$@" >>"$KEB_LOG" 2>&1'  # the server replaces the shell: pid 1
+
+
+def root() -> Path:
+    """Next to the local world's directory, so both can run at once."""
+    local = versions.run_root()
+    path = local.parent / f"{local.name}-containers"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class ContainerWorld(World):
+    def __init__(self, engine: docker.Engine, directory: Path | None = None) -> None:
+        super().__init__(directory or root())
+        self.engine = engine
+        os.environ["DOCKER_HOST"] = engine.host  # for testcontainers' client
+        testcontainers_config.ryuk_disabled = True  # its reaper image is in a registry
+        self.images = images.servers(engine)
+        self.prefix = "keb-" + hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
+
+    def container_name(self, service: str) -> str:
+        return f"{self.prefix}-{service}"
+
+    def _in_container(self, daemon: procs.Daemon, service: str) -> procs.Daemon:
+        image = self.images[service]
+        return procs.Daemon(daemon.name, image.translate(daemon.argv), daemon.workdir)
+
+    def _run_tool(self, argv: list[str], work: Path, log: Path) -> None:
+        """A one-shot command in the image of the server whose build it comes from."""
+        service = next(s for s, image in self.images.items()
+                       if any(argv[0] == host for host, _ in image.paths))
+        image = self.images[service]
+        container = self._container(image.tag, image.translate(argv), log,
+                                    f"{self.container_name(service)}-tool")
+        container.start()
+        try:
+            code = container.get_wrapped_container().wait(timeout=300)["StatusCode"]
+        finally:
+            container.stop()
+        if code != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"{' '.join(argv[:3])} failed in {image.tag} (exit {code}); "
+                               f"log {log}:\n{tail}")
+
+    def _container(self, tag: str, argv: list[str], log: Path, name: str) -> DockerContainer:
+        self._remove(name)
+        return (DockerContainer(tag, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+                                entrypoint=["/bin/sh", "-c", _LOG_TO_FILE], name=name,
+                                working_dir=str(log.parent))
+                .with_command(argv)
+                .with_env("KEB_LOG", str(log))
+                .with_volume_mapping(str(self.root), str(self.root), "rw"))
+
+    def start(self, service: str) -> None:
+        with world_lock(self.root, f"start {service}"):
+            ports = self._assign_ports()
+            daemon = self._in_container(self._daemon(service, ports), service)
+            if (procs.running_pid(daemon, daemon.argv) is not None
+                    and self._ready(service, ports)):
+                return
+            self.stop(service)
+            daemon.workdir.mkdir(parents=True, exist_ok=True)
+            with open(daemon.logfile, "ab") as log:
+                log.write(f"\n==== start {time.strftime('%H:%M:%S')} in a container: "
+                          f"{' '.join(daemon.argv)}\n".encode())
+            container = self._container(self.images[service].tag, daemon.argv,
+                                        daemon.logfile, self.container_name(service)).start()
+            self._record_pid(daemon, container)
+            procs.wait_until(daemon, lambda: self._ready(service, ports),
+                             self._TIMEOUTS[service], "readiness check")
+
+    def _record_pid(self, daemon: procs.Daemon, container: DockerContainer) -> None:
+        """The pid file of the server process once the container's shell has exec'd it."""
+        wrapped = container.get_wrapped_container()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            wrapped.reload()
+            if wrapped.status != "running":
+                break
+            record = {"pid": int(wrapped.attrs["State"]["Pid"]), "argv": daemon.argv}
+            daemon.pidfile.write_text(json.dumps(record))
+            if procs.running_pid(daemon) is not None:
+                return
+            time.sleep(0.05)
+        daemon.pidfile.unlink(missing_ok=True)
+        raise RuntimeError(f"{daemon.name} container {wrapped.name} did not start its server "
+                           f"(status {wrapped.status}).\n{procs.log_tail(daemon)}")
+
+    def _remove(self, name: str, graceful: bool = True) -> None:
+        """``docker stop`` (SIGTERM, then SIGKILL after the grace) unless not graceful, then
+        ``docker rm --force`` (SIGKILL if still running)."""
+        if graceful:
+            self.engine.run("stop", "--time", str(_STOP_GRACE), name, check=False,
+                            timeout=_STOP_GRACE + 30)
+        self.engine.run("rm", "--force", name, check=False, timeout=60)
+
+    def stop(self, service: str) -> None:
+        with world_lock(self.root, f"stop {service}"):
+            self._remove(self.container_name(service))
+            self.daemon_stub(service).pidfile.unlink(missing_ok=True)
+
+    def kill(self, service: str) -> None:
+        with world_lock(self.root, f"kill {service}"):
+            self._remove(self.container_name(service), graceful=False)
+            self.daemon_stub(service).pidfile.unlink(missing_ok=True)
