@@ -2,12 +2,13 @@
 
 No image registry needs to be reachable:
 
-- ``engine()`` uses ``$DOCKER_HOST`` when it answers; otherwise it starts (once, shared by
-  every test run on this machine) a ``dockerd`` of the ``docker.io`` package with its own
-  socket, data-root and exec-root under ``<cache>/docker``. It runs with ``--bridge=none
-  --iptables=false``: containers use ``--network host``, so all traffic stays on
-  127.0.0.1. The data-root keeps images and the build cache between runs. It keeps running
-  after the tests (other runs share it); ``python -m tests.env.docker stop`` stops it.
+- ``engine()`` uses ``$DOCKER_HOST`` or the system's engine when one answers; otherwise it
+  starts (once, shared by every test run on this machine) a ``dockerd`` of the ``docker.io``
+  package with its own socket, data-root and exec-root under ``<cache>/docker``. It runs
+  with ``--bridge=none --iptables=false``: containers use ``--network host``, so all
+  traffic stays on 127.0.0.1. The data-root keeps images and the build cache between runs.
+  It keeps running after the tests (other runs share it); ``python -m tests.env.docker
+  stop`` stops it.
 - ``base_image()`` is Debian bookworm (minbase + python3, python3-venv, ca-certificates)
   made with ``debootstrap`` once, cached as a tarball in ``<cache>/images`` and imported
   with ``docker import`` whenever the engine lacks it.
@@ -116,12 +117,12 @@ def _log() -> Path:
 
 
 def engine() -> Engine:
-    """A reachable engine: ``$DOCKER_HOST`` if it answers, else our own ``dockerd``."""
+    """A reachable engine: ``$DOCKER_HOST`` or the system's if one answers, else our own
+    ``dockerd``."""
     docker = client()
-    if os.environ.get("DOCKER_HOST"):
-        given = Engine(docker, os.environ["DOCKER_HOST"])
-        if _answers(given):
-            return given
+    for host in (os.environ.get("DOCKER_HOST"), "unix:///var/run/docker.sock"):
+        if host and _answers(Engine(docker, host)):
+            return Engine(docker, host)
     own = Engine(docker, f"unix://{_own_socket()}")
     if _answers(own):
         return own
@@ -132,7 +133,7 @@ def engine() -> Engine:
 
 
 def _start_dockerd(own: Engine) -> None:
-    dockerd = shutil.which("dockerd")
+    dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/sbin")
     if dockerd is None:
         raise DockerError("dockerd not found: run `make deps` (installs docker.io)")
     _stop_dockerd()  # a stale one that no longer answers
