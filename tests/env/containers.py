@@ -21,7 +21,7 @@ from pathlib import Path
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
-from tests.env import docker, images, procs, versions
+from tests.env import docker, images, procs
 from tests.env.lock import world_lock
 from tests.env.world import World
 
@@ -30,9 +30,11 @@ _LOG_TO_FILE = 'exec "$0" "$@" >>"$KEB_LOG" 2>&1'  # the server replaces the she
 
 
 def root() -> Path:
-    """Next to the local world's directory, so both can run at once."""
-    local = versions.run_root()
-    path = local.parent / f"{local.name}-containers"
+    """Next to the local world's directory (``versions.run_root``, which is not created
+    here), so both can run at once."""
+    local = os.environ.get("KEB_WORLD_DIR") or os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), f"keb-world-{os.getuid()}")
+    path = Path(f"{local}-containers")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

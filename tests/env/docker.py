@@ -19,11 +19,13 @@ An engine that cannot start is an error saying why, never a reason to skip a tes
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -104,8 +106,19 @@ def _answers(candidate: Engine) -> bool:
     return done.returncode == 0
 
 
+def _run_dir() -> Path:
+    """Where the engine's sockets live: ``home()`` unless its path is too long for a unix
+    socket (108 bytes, and containerd's sockets go deeper), then a short one in /tmp."""
+    if len(str(home())) <= 60:
+        return home()
+    digest = hashlib.sha1(str(home()).encode()).hexdigest()[:10]
+    path = Path(tempfile.gettempdir()) / f"keb-docker-{digest}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
 def _own_socket() -> Path:
-    return home() / "docker.sock"
+    return _run_dir() / "docker.sock"
 
 
 def _pidfile() -> Path:
@@ -139,7 +152,7 @@ def _start_dockerd(own: Engine) -> None:
     _stop_dockerd()  # a stale one that no longer answers
     argv = [
         dockerd, f"--host=unix://{_own_socket()}", f"--data-root={home() / 'data'}",
-        f"--exec-root={home() / 'exec'}", f"--pidfile={_pidfile()}",
+        f"--exec-root={_run_dir() / 'exec'}", f"--pidfile={_pidfile()}",
         "--bridge=none", "--iptables=false", "--ip6tables=false", "--log-level=warn",
     ]
     print(f"[env] starting dockerd (log: {_log()})", file=sys.stderr, flush=True)
