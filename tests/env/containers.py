@@ -60,7 +60,7 @@ class ContainerWorld(World):
         service = next(s for s, image in self.images.items()
                        if any(argv[0] == host for host, _ in image.paths))
         image = self.images[service]
-        container = self._container(image.tag, image.translate(argv), log,
+        container = self._container(image.image, image.translate(argv), log,
                                     f"{self.container_name(service)}-tool")
         container.start()
         try:
@@ -69,12 +69,12 @@ class ContainerWorld(World):
             container.stop()
         if code != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            raise RuntimeError(f"{' '.join(argv[:3])} failed in {image.tag} (exit {code}); "
+            raise RuntimeError(f"{' '.join(argv[:3])} failed in {image.image} (exit {code}); "
                                f"log {log}:\n{tail}")
 
-    def _container(self, tag: str, argv: list[str], log: Path, name: str) -> DockerContainer:
+    def _container(self, image: str, argv: list[str], log: Path, name: str) -> DockerContainer:
         self._remove(name)
-        return (DockerContainer(tag, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
+        return (DockerContainer(image, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
                                 entrypoint=["/bin/sh", "-c", _LOG_TO_FILE], name=name,
                                 working_dir=str(log.parent))
                 .with_command(argv)
@@ -93,7 +93,7 @@ class ContainerWorld(World):
             with open(daemon.logfile, "ab") as log:
                 log.write(f"\n==== start {time.strftime('%H:%M:%S')} in a container: "
                           f"{' '.join(daemon.argv)}\n".encode())
-            container = self._container(self.images[service].tag, daemon.argv,
+            container = self._container(self.images[service].image, daemon.argv,
                                         daemon.logfile, self.container_name(service)).start()
             self._record_pid(daemon, container)
             procs.wait_until(daemon, lambda: self._ready(service, ports),

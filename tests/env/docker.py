@@ -256,15 +256,20 @@ class Build:
 
 
 def build(docker: Engine, spec: Build) -> str:
-    """Build ``spec`` (layers cached in the engine's data-root); its image id."""
+    """Build ``spec`` (layers cached in the engine's data-root); the id of the image built
+    (the tag alone could be moved meanwhile by a build from another checkout)."""
+    source = (spec.dockerfile or spec.context).resolve()  # one log per checkout and image
+    checkout = hashlib.sha1(str(source).encode()).hexdigest()[:8]
+    stem = f"{spec.tag.replace('/', '_').replace(':', '_')}-{checkout}"
+    log = home() / "builds" / f"{stem}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    iidfile = log.with_suffix(".iid")
     argv = ["build", "--network=host", "--progress=plain", "--tag", spec.tag,
-            "--secret", f"id=cacert,src={HOST_CA_BUNDLE}"]
+            "--iidfile", str(iidfile), "--secret", f"id=cacert,src={HOST_CA_BUNDLE}"]
     if spec.dockerfile is not None:
         argv += ["--file", str(spec.dockerfile)]
     for key, value in spec.args:
         argv += ["--build-arg", f"{key}={value}"]
-    log = home() / "builds" / f"{spec.tag.replace('/', '_').replace(':', '_')}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         done = subprocess.run([docker.client, *argv, str(spec.context)], env=docker.env(),
                               stdout=out, stderr=subprocess.STDOUT, timeout=1800, check=False)
@@ -272,7 +277,7 @@ def build(docker: Engine, spec: Build) -> str:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise DockerError(f"docker build of {spec.tag} failed (exit {done.returncode}); "
                           f"log {log}:\n{tail}")
-    return docker.text("image", "inspect", "--format", "{{.Id}}", spec.tag, timeout=30)
+    return iidfile.read_text().strip()
 
 
 def main(argv: list[str]) -> int:

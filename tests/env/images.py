@@ -13,26 +13,30 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.env import builds, docker, versions
 
 ROOT = Path(__file__).resolve().parents[2]
+IMAGES = ROOT / "tests" / "images"
 BRIDGE_TAG = "keb-test/kube-event-bridge:local"
 
 
 def bridge(engine: docker.Engine) -> str:
+    """The image id (not the tag, which a build from another checkout may move)."""
     base = docker.base_image(engine)
-    docker.build(engine, docker.Build(BRIDGE_TAG, ROOT, args=(("BASE", base),)))
-    return BRIDGE_TAG
+    return docker.build(engine, docker.Build(BRIDGE_TAG, ROOT, args=(("BASE", base),)))
 
 
 @dataclass(frozen=True)
 class ServerImage:
     """A server's image and where it holds what the world's command line names on the host."""
 
-    tag: str
+    image: str  # the id
     paths: tuple[tuple[str, str], ...]  # (host path, path in the image)
 
     def translate(self, argv: list[str]) -> list[str]:
@@ -44,17 +48,20 @@ class ServerImage:
         return out
 
 
-def _context(name: str, files: dict[str, Path]) -> Path:
-    """A build context holding just ``files`` (hard links into the build cache)."""
-    context = docker.home() / "contexts" / name
-    shutil.rmtree(context, ignore_errors=True)
-    context.mkdir(parents=True)
-    for target, source in files.items():
-        if source.is_dir():
-            shutil.copytree(source, context / target, copy_function=_link)
-        else:
-            _link(str(source), str(context / target))
-    return context
+@contextmanager
+def _context(files: dict[str, Path]) -> Iterator[Path]:
+    """A build context holding just ``files`` (hard links into the build cache), private
+    to this build."""
+    parent = docker.home() / "contexts"
+    parent.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        context = Path(tmp)
+        for target, source in files.items():
+            if source.is_dir():
+                shutil.copytree(source, context / target, copy_function=_link)
+            else:
+                _link(str(source), str(context / target))
+        yield context
 
 
 def _link(source: str, target: str) -> None:
@@ -65,20 +72,20 @@ def _link(source: str, target: str) -> None:
 
 
 def _binary(engine: docker.Engine, base: str, name: str, binary: Path, tag: str) -> ServerImage:
-    context = _context(name, {name: binary.resolve()})
-    docker.build(engine, docker.Build(tag, context, ROOT / "tests" / "images" / "binary"
-                                      / "Dockerfile", (("BASE", base), ("BINARY", name))))
-    return ServerImage(tag, ((str(binary), f"/usr/local/bin/{name}"),))
+    with _context({name: binary.resolve()}) as context:
+        image = docker.build(engine, docker.Build(
+            tag, context, IMAGES / "binary" / "Dockerfile", (("BASE", base), ("BINARY", name))))
+    return ServerImage(image, ((str(binary), f"/usr/local/bin/{name}"),))
 
 
 def _kafka(engine: docker.Engine, base: str) -> ServerImage:
     libs = builds.kafka_libs()
-    tag = f"keb-test/kafka:{versions.KAFKA}"
-    context = _context("kafka", {"libs": libs})
-    docker.build(engine, docker.Build(tag, context, ROOT / "tests" / "images" / "kafka"
-                                      / "Dockerfile", (("BASE", base),)))
-    return ServerImage(tag, ((str(builds.java()), "/usr/bin/java"),
-                             (str(libs), "/opt/kafka/libs")))
+    with _context({"libs": libs}) as context:
+        image = docker.build(engine, docker.Build(
+            f"keb-test/kafka:{versions.KAFKA}", context, IMAGES / "kafka" / "Dockerfile",
+            (("BASE", base),)))
+    return ServerImage(image, ((str(builds.java()), "/usr/bin/java"),
+                               (str(libs), "/opt/kafka/libs")))
 
 
 def servers(engine: docker.Engine) -> dict[str, ServerImage]:
