@@ -9,27 +9,40 @@
 #                docker build --secret id=cacert,src=/etc/ssl/certs/ca-certificates.crt .
 ARG BASE=python:3.11.11-slim-bookworm
 
-# ---- build: wheels for the bridge and every dependency (any compiler stays in this stage)
-FROM ${BASE} AS build
+# ---- deps: wheels of every dependency; reused until pyproject.toml changes
+FROM ${BASE} AS deps
 WORKDIR /src
-RUN python3 -m venv /opt/build
-COPY pyproject.toml README.md ./
-COPY bridge ./bridge
-COPY sinks ./sinks
+COPY pyproject.toml ./
 RUN --mount=type=secret,id=cacert --mount=type=cache,target=/root/.cache/pip \
     if [ -s /run/secrets/cacert ]; then export PIP_CERT=/run/secrets/cacert; fi \
-    && /opt/build/bin/pip wheel --disable-pip-version-check --wheel-dir /wheels .
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb')); \
+print('\n'.join(p['project']['dependencies']), file=open('requirements.txt', 'w')); \
+print('\n'.join(p['build-system']['requires']), file=open('build-requirements.txt', 'w'))" \
+    && /opt/build/bin/pip install --disable-pip-version-check -r build-requirements.txt \
+    && /opt/build/bin/pip wheel --disable-pip-version-check --wheel-dir /deps -r requirements.txt
+
+# ---- build: the bridge's own wheel (offline; any compiler stays in these stages)
+FROM deps AS build
+COPY README.md ./
+COPY bridge ./bridge
+COPY sinks ./sinks
+RUN /opt/build/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
+    --no-build-isolation --wheel-dir /app .
 
 # ---- runtime: no compilers, no wheels left behind, non-root, config from a mounted file
 FROM ${BASE}
 LABEL org.opencontainers.image.title="kube-event-bridge" \
       org.opencontainers.image.description="Kubernetes custom resources to CloudEvents on Kafka and NATS" \
       org.opencontainers.image.licenses="Apache-2.0"
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+RUN --mount=type=bind,from=deps,source=/deps,target=/deps \
     python3 -m venv /opt/kube-event-bridge \
     && /opt/kube-event-bridge/bin/pip install --no-cache-dir --disable-pip-version-check \
-       --no-index --find-links /wheels "kube-event-bridge==0.1.0" \
+       --no-index /deps/*.whl \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin bridge
+RUN --mount=type=bind,from=build,source=/app,target=/app \
+    /opt/kube-event-bridge/bin/pip install --no-cache-dir --disable-pip-version-check \
+       --no-index --find-links /app "kube-event-bridge==0.1.0"
 ENV PATH=/opt/kube-event-bridge/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001
