@@ -265,7 +265,9 @@ def build(docker: Engine, spec: Build) -> str:
     log.parent.mkdir(parents=True, exist_ok=True)
     iidfile = log.with_suffix(".iid")
     argv = ["build", "--network=host", "--progress=plain", "--tag", spec.tag,
-            "--iidfile", str(iidfile), "--secret", f"id=cacert,src={HOST_CA_BUNDLE}"]
+            "--iidfile", str(iidfile)]
+    if HOST_CA_BUNDLE.exists():  # pip trusts what the host trusts (e.g. a proxy's CA)
+        argv += ["--secret", f"id=cacert,src={HOST_CA_BUNDLE}"]
     if spec.dockerfile is not None:
         argv += ["--file", str(spec.dockerfile)]
     for key, value in spec.args:
