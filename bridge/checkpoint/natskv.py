@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import nats
 from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
@@ -38,6 +37,8 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSe
 from bridge.checkpoint.chunks import Doubt, Manifest, fenced, is_seal, join, seal, split
 from bridge.checkpoint.codec import CheckpointError
 from bridge.checkpoint.store import Stored
+from sinks import nats_security
+from sinks.nats_security import NatsAuth, NatsRefused
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,10 @@ class NatsKvStore:
     max_segments = 100_000  # a load reads them all through one consumer (~40 µs each)
     default_min_write_interval = 0.0
 
-    def __init__(self, url: str, bucket: str, checkpoint_id: str) -> None:
+    def __init__(self, url: str, bucket: str, checkpoint_id: str, *,
+                 auth: NatsAuth | None = None) -> None:
         self.url = url
+        self.auth = auth or NatsAuth()
         self.bucket = bucket
         self.id = checkpoint_id
         self.description = f"nats-kv {url} bucket {bucket} key {checkpoint_id}"
@@ -69,8 +72,12 @@ class NatsKvStore:
     async def _open(self) -> Any:
         if self._kv is None:
             if self._nc is None:
-                self._nc = await nats.connect(self.url, max_reconnect_attempts=-1,
-                                              connect_timeout=5)
+                try:
+                    self._nc = await nats_security.connect(
+                        {"servers": self.url, "max_reconnect_attempts": -1,
+                         "connect_timeout": 5}, self.auth)
+                except NatsRefused as exc:
+                    raise CheckpointError(f"{self.url}: {exc}") from exc
             self._js = self._nc.jetstream()
             try:
                 self._kv = await self._js.key_value(self.bucket)

@@ -13,8 +13,9 @@ from tests.env.world import SERVICES, World
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tests.env",
-        description="The local test world: kube-apiserver + etcd, Kafka (KRaft) and NATS "
-        "JetStream on 127.0.0.1, built and cached outside the repo.",
+        description="The local test world: kube-apiserver + etcd, Kafka (KRaft), a secured "
+        "Kafka broker (TLS, SASL, ACLs) and NATS JetStream on 127.0.0.1, built and cached "
+        "outside the repo.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="build what is missing, start everything, print shell exports")

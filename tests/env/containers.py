@@ -51,17 +51,23 @@ class ContainerWorld(World):
     def container_name(self, service: str) -> str:
         return f"{self.prefix}-{service}"
 
-    def _in_container(self, daemon: procs.Daemon, service: str) -> procs.Daemon:
-        image = self.images[service]
-        return procs.Daemon(daemon.name, image.translate(daemon.argv), daemon.workdir)
+    def _image(self, program: str) -> images.ServerImage:
+        """The image holding ``program`` (a path on the host or in the image)."""
+        for image in self.images.values():
+            if any(program in pair for pair in image.paths):
+                return image
+        raise RuntimeError(f"no test image holds {program}")
+
+    def _daemon(self, service: str, ports: dict[str, int]) -> procs.Daemon:
+        daemon = super()._daemon(service, ports)
+        argv = self._image(daemon.argv[0]).translate(daemon.argv)
+        return procs.Daemon(daemon.name, argv, daemon.workdir, daemon.env)
 
     def _run_tool(self, argv: list[str], work: Path, log: Path) -> None:
         """A one-shot command in the image of the server whose build it comes from."""
-        service = next(s for s, image in self.images.items()
-                       if any(argv[0] == host for host, _ in image.paths))
-        image = self.images[service]
+        image = self._image(argv[0])
         container = self._container(image.image, image.translate(argv), log,
-                                    f"{self.container_name(service)}-tool")
+                                    f"{self.prefix}-tool-{work.name}")
         container.start()
         try:
             code = container.get_wrapped_container().wait(timeout=300)["StatusCode"]
@@ -72,32 +78,28 @@ class ContainerWorld(World):
             raise RuntimeError(f"{' '.join(argv[:3])} failed in {image.image} (exit {code}); "
                                f"log {log}:\n{tail}")
 
-    def _container(self, image: str, argv: list[str], log: Path, name: str) -> DockerContainer:
+    def _container(self, image: str, argv: list[str], log: Path, name: str,
+                   env: dict[str, str] | None = None) -> DockerContainer:
         self._remove(name)
         return (DockerContainer(image, network_mode="host", user=f"{os.getuid()}:{os.getgid()}",
                                 entrypoint=["/bin/sh", "-c", _LOG_TO_FILE], name=name,
                                 working_dir=str(log.parent))
                 .with_command(argv)
-                .with_env("KEB_LOG", str(log))
+                .with_envs(**(env or {}), KEB_LOG=str(log))
                 .with_volume_mapping(str(self.root), str(self.root), "rw"))
 
-    def start(self, service: str) -> None:
-        with world_lock(self.root, f"start {service}"):
-            ports = self._assign_ports()
-            daemon = self._in_container(self._daemon(service, ports), service)
-            if (procs.running_pid(daemon, daemon.argv) is not None
-                    and self._ready(service, ports)):
-                return
-            self.stop(service)
-            daemon.workdir.mkdir(parents=True, exist_ok=True)
-            with open(daemon.logfile, "ab") as log:
-                log.write(f"\n==== start {time.strftime('%H:%M:%S')} in a container: "
-                          f"{' '.join(daemon.argv)}\n".encode())
-            container = self._container(self.images[service].image, daemon.argv,
-                                        daemon.logfile, self.container_name(service)).start()
-            self._record_pid(daemon, container)
-            procs.wait_until(daemon, lambda: self._ready(service, ports),
-                             self._TIMEOUTS[service], "readiness check")
+    def _launch(self, daemon: procs.Daemon) -> None:
+        """A new container for ``daemon`` (the world's lock is held)."""
+        self._remove(self.container_name(daemon.name))
+        daemon.pidfile.unlink(missing_ok=True)
+        daemon.workdir.mkdir(parents=True, exist_ok=True)
+        with open(daemon.logfile, "ab") as log:
+            log.write(f"\n==== start {time.strftime('%H:%M:%S')} in a container: "
+                      f"{' '.join(daemon.argv)}\n".encode())
+        container = self._container(self._image(daemon.argv[0]).image, daemon.argv,
+                                    daemon.logfile, self.container_name(daemon.name),
+                                    daemon.env).start()
+        self._record_pid(daemon, container)
 
     def _record_pid(self, daemon: procs.Daemon, container: DockerContainer) -> None:
         """The pid file of the server process once the container's shell has exec'd it."""

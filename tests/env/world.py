@@ -1,4 +1,6 @@
-"""The local test world: etcd + kube-apiserver (RBAC), a KRaft Kafka broker, NATS JetStream.
+"""The local test world: etcd + kube-apiserver (RBAC), a KRaft Kafka broker, NATS JetStream,
+a secured Kafka broker (TLS, SASL, ACLs, no auto-create; see ``tests.env.secure_kafka``) and
+two secured NATS servers (TLS with nkey users, TLS with creds users; ``tests.env.secure_nats``).
 
 Everything binds to 127.0.0.1 on ports chosen free at first start and kept while they stay
 free; state (pids, ports, data, logs, certs) lives in ``versions.run_root()``. ``up`` is
@@ -10,6 +12,7 @@ world queue instead of racing.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -18,20 +21,30 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.env import builds, pki, procs, versions
+from tests.env import builds, pki, procs, secure_kafka, secure_nats, versions
 from tests.env.lock import world_lock
 
 SERVICE_PORTS = {  # service -> the ports it listens on, in start order
     "etcd": ("etcd", "etcd_peer"),
     "kube-apiserver": ("apiserver",),
     "kafka": ("kafka", "kafka_controller"),
+    "kafka-secure": ("kafka_noauto", "kafka_secure", "kafka_secure_tls",
+                     "kafka_secure_controller"),
     "nats": ("nats", "nats_http"),
+    "nats-secure": ("nats_secure", "nats_secure_http"),
+    "nats-operator": ("nats_operator", "nats_operator_http"),
 }
 SERVICES = tuple(SERVICE_PORTS)
+# ``up`` starts these chains in parallel, each in order (the API server needs etcd)
+START_CHAINS = (("etcd", "kube-apiserver"), ("kafka",), ("kafka-secure",),
+                ("nats", "nats-secure", "nats-operator"))
+NATS_SERVICES = {"nats": "nats_http", "nats-secure": "nats_secure_http",
+                 "nats-operator": "nats_operator_http"}  # -> their monitoring port
 
 
 @dataclass(frozen=True)
@@ -42,14 +55,54 @@ class Endpoints:
     etcd_endpoints: str
     apiserver_url: str
     ca_file: Path
+    # the secured broker (empty on backends that have none): PLAINTEXT super-user listener
+    # with auto-create off, SASL_SSL, mutual-TLS SSL; users file = JSON {user: password}
+    kafka_noauto_bootstrap_servers: str = ""
+    kafka_secure_bootstrap_servers: str = ""
+    kafka_secure_tls_bootstrap_servers: str = ""
+    kafka_secure_ca_file: Path = Path()
+    kafka_secure_users_file: Path = Path()
+    kafka_secure_client_cert_file: Path = Path()  # CN=bridge, for the SSL listener
+    kafka_secure_client_key_file: Path = Path()
+    # the secured NATS servers (TLS): nkey users at nats_secure_url, creds (JWT) users at
+    # nats_secure_creds_url; "limited" files are for a user that may not publish to k8s.>
+    nats_secure_url: str = ""
+    nats_secure_ca_file: Path = Path()
+    nats_secure_nkey_seed_file: Path = Path()
+    nats_secure_limited_nkey_seed_file: Path = Path()
+    nats_secure_creds_url: str = ""
+    nats_secure_creds_file: Path = Path()
+    nats_secure_limited_creds_file: Path = Path()
 
     def exports(self) -> dict[str, str]:
-        return {
+        found = {
             "KUBECONFIG": str(self.kubeconfig),
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap_servers,
             "NATS_URL": self.nats_url,
             "ETCD_ENDPOINTS": self.etcd_endpoints,
         }
+        if self.kafka_secure_bootstrap_servers:
+            found.update({
+                "KAFKA_NOAUTO_BOOTSTRAP_SERVERS": self.kafka_noauto_bootstrap_servers,
+                "KAFKA_SECURE_BOOTSTRAP_SERVERS": self.kafka_secure_bootstrap_servers,
+                "KAFKA_SECURE_TLS_BOOTSTRAP_SERVERS": self.kafka_secure_tls_bootstrap_servers,
+                "KAFKA_SECURE_CA_FILE": str(self.kafka_secure_ca_file),
+                "KAFKA_SECURE_USERS_FILE": str(self.kafka_secure_users_file),
+                "KAFKA_SECURE_CLIENT_CERT_FILE": str(self.kafka_secure_client_cert_file),
+                "KAFKA_SECURE_CLIENT_KEY_FILE": str(self.kafka_secure_client_key_file),
+            })
+        if self.nats_secure_url:
+            found.update({
+                "NATS_SECURE_URL": self.nats_secure_url,
+                "NATS_SECURE_CA_FILE": str(self.nats_secure_ca_file),
+                "NATS_SECURE_NKEY_SEED_FILE": str(self.nats_secure_nkey_seed_file),
+                "NATS_SECURE_LIMITED_NKEY_SEED_FILE":
+                    str(self.nats_secure_limited_nkey_seed_file),
+                "NATS_SECURE_CREDS_URL": self.nats_secure_creds_url,
+                "NATS_SECURE_CREDS_FILE": str(self.nats_secure_creds_file),
+                "NATS_SECURE_LIMITED_CREDS_FILE": str(self.nats_secure_limited_creds_file),
+            })
+        return found
 
 
 class World:
@@ -127,6 +180,38 @@ class World:
         ]
         return procs.Daemon("kube-apiserver", argv, work)
 
+    def _kafka_jvm(self, work: Path) -> list[str]:
+        (work / "log4j.properties").write_text("\n".join([
+            "log4j.rootLogger=WARN, stdout",
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
+            "log4j.logger.kafka.server.KafkaRaftServer=INFO",
+            "",
+        ]))
+        return [
+            str(builds.java()), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
+            "-cp", f"{builds.kafka_libs()}/*",
+        ]
+
+    def _kafka_format(self, jvm: list[str], work: Path, props: Path, extra: list[str]) -> bool:
+        """Format the broker's storage unless it is; True when it was formatted now."""
+        if (work / "data" / "meta.properties").exists():
+            return False
+        # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self._run_tool(
+            [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
+             str(props), *extra],
+            work, work / "format.log",
+        )
+        return True
+
+    def _run_tool(self, argv: list[str], work: Path, log: Path) -> None:
+        """Run a one-shot command of a server's build (e.g. Kafka's storage format)."""
+        builds.run_logged(argv, work, log)
+
     def _kafka(self, ports: dict[str, int]) -> procs.Daemon:
         work = self.root / "kafka"
         work.mkdir(parents=True, exist_ok=True)
@@ -156,30 +241,55 @@ class World:
             "log.retention.hours=24",
             "",
         ]))
-        (work / "log4j.properties").write_text("\n".join([
-            "log4j.rootLogger=WARN, stdout",
-            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
-            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
-            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
-            "log4j.logger.kafka.server.KafkaRaftServer=INFO",
-            "",
-        ]))
-        java = str(builds.java())
-        classpath = f"{builds.kafka_libs()}/*"
-        jvm = [
-            java, "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
-            "-cp", classpath,
-        ]
-        if not (data / "meta.properties").exists():
-            # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-            self._run_tool(
-                [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
-                 str(props)],
-                work, work / "format.log",
-            )
+        jvm = self._kafka_jvm(work)
+        self._kafka_format(jvm, work, props, [])
         return procs.Daemon("kafka", [*jvm, "kafka.Kafka", str(props)], work)
+
+    @property
+    def kafka_secure_users_file(self) -> Path:
+        return self.root / "kafka-secure-users.json"
+
+    def _kafka_secure(self, ports: dict[str, int]) -> procs.Daemon:
+        work = self.root / "kafka-secure"
+        work.mkdir(parents=True, exist_ok=True)
+        ca = pki.ensure_ca(self.pki_dir)
+        serving = pki.issue(ca, self.pki_dir, "kafka-secure", "kafka-secure", server=True)
+        passwords = secure_kafka.users(self.kafka_secure_users_file)
+        listeners = secure_kafka.Listeners(
+            plaintext=ports["kafka_noauto"], sasl_ssl=ports["kafka_secure"],
+            ssl=ports["kafka_secure_tls"], controller=ports["kafka_secure_controller"])
+        props = work / "server.properties"
+        props.write_text(secure_kafka.server_properties(
+            listeners, work / "data", secure_kafka.ServerTls(ca.cert, serving.cert, serving.key),
+            passwords))
+        props.chmod(0o600)
+        jvm = self._kafka_jvm(work)
+        if self._kafka_format(jvm, work, props, secure_kafka.scram_format_args(passwords)):
+            self._acls_marker.unlink(missing_ok=True)
+        return procs.Daemon("kafka-secure", [*jvm, "kafka.Kafka", str(props)], work)
+
+    @property
+    def _acls_marker(self) -> Path:
+        return self.root / "kafka-secure" / "acls.applied"
+
+    def _kafka_secure_acls(self, ports: dict[str, int]) -> None:
+        """Create the ACLs once per formatted storage (they live in its metadata log)."""
+        if self._acls_marker.exists():
+            return
+        asyncio.run(secure_kafka.create_acls("127.0.0.1", ports["kafka_noauto"]))
+        self._acls_marker.write_text("ok\n")
+
+    def _prepare_pki(self) -> None:
+        ca = pki.ensure_ca(self.pki_dir)
+        pki.ensure_service_account_keys(self.pki_dir)
+        pki.issue(ca, self.pki_dir, "apiserver", "kube-apiserver", server=True)
+        pki.issue(ca, self.pki_dir, "kafka-secure", "kafka-secure", server=True)
+        pki.issue(ca, self.pki_dir, "nats-secure", "nats-secure", server=True)
+        self.client_cert("bridge")
+
+    def client_cert(self, user: str) -> pki.KeyPair:
+        """A client certificate ``CN=user`` from the world's CA (mutual TLS)."""
+        return pki.issue(pki.ensure_ca(self.pki_dir), self.pki_dir, f"client-{user}", user)
 
     def _nats(self, ports: dict[str, int]) -> procs.Daemon:
         work = self.root / "nats"
@@ -190,14 +300,30 @@ class World:
         ]
         return procs.Daemon("nats", argv, work)
 
-    def _run_tool(self, argv: list[str], work: Path, log: Path) -> None:
-        """Run a one-shot command of a server's build (e.g. Kafka's storage format)."""
-        builds.run_logged(argv, work, log)
+    def _secure_nats_files(self, service: str, ports: dict[str, int]) -> dict[str, Path]:
+        """Write the config and user files of ``nats-secure`` or ``nats-operator``."""
+        key = service.replace("-", "_")
+        pair = pki.issue(pki.ensure_ca(self.pki_dir), self.pki_dir, "nats-secure",
+                         "nats-secure", server=True)
+        work = self.root / service
+        server = secure_nats.ServerFiles(
+            port=ports[key], http_port=ports[f"{key}_http"], name=f"keb-{service}",
+            cert_file=pair.cert, key_file=pair.key, store_dir=work / "jetstream")
+        write = secure_nats.nkey_server if service == "nats-secure" else \
+            secure_nats.operator_server
+        return write(work, server)
+
+    def _nats_secured(self, service: str, ports: dict[str, int]) -> procs.Daemon:
+        config = self._secure_nats_files(service, ports)["config"]
+        return procs.Daemon(service, [str(builds.nats_server()), "-c", str(config)],
+                            self.root / service)
 
     def _daemon(self, service: str, ports: dict[str, int]) -> procs.Daemon:
+        if service in ("nats-secure", "nats-operator"):
+            return self._nats_secured(service, ports)
         factory = {
             "etcd": self._etcd, "kube-apiserver": self._apiserver,
-            "kafka": self._kafka, "nats": self._nats,
+            "kafka": self._kafka, "kafka-secure": self._kafka_secure, "nats": self._nats,
         }[service]
         return factory(ports)
 
@@ -209,26 +335,44 @@ class World:
         if service == "kube-apiserver":
             ctx = ssl.create_default_context(cafile=str(self.pki_dir / "ca.crt"))
             return _http_ok(f"https://127.0.0.1:{ports['apiserver']}/readyz", ctx)
-        if service == "kafka":
-            log = (self.root / "kafka" / "kafka.log").read_text(errors="replace")
+        if service in ("kafka", "kafka-secure"):
+            log = (self.root / service / f"{service}.log").read_text(errors="replace")
             started = log.rfind("Kafka Server started") > log.rfind("==== start")
-            return started and procs.port_open(ports["kafka"])
-        return _http_ok(f"http://127.0.0.1:{ports['nats_http']}/healthz?js-enabled-only=true")
+            port = ports["kafka" if service == "kafka" else "kafka_noauto"]
+            return started and procs.port_open(port)
+        return _http_ok(f"http://127.0.0.1:{ports[NATS_SERVICES[service]]}"
+                        "/healthz?js-enabled-only=true")
 
-    _TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0, "kafka": 90.0, "nats": 30.0}
+    _TIMEOUTS = {"etcd": 30.0, "kube-apiserver": 120.0, "kafka": 90.0, "kafka-secure": 90.0,
+                 "nats": 30.0, "nats-secure": 30.0, "nats-operator": 30.0}
 
     def start(self, service: str) -> None:
         """Start ``service`` unless it already runs healthy with the wanted configuration."""
         with world_lock(self.root, f"start {service}"):
-            ports = self._assign_ports()
-            daemon = self._daemon(service, ports)
-            if (procs.running_pid(daemon, daemon.argv) is not None
-                    and self._ready(service, ports)):
-                return
-            procs.stop(daemon)
-            procs.start(daemon)
+            self._start_locked(service, self._assign_ports())
+
+    def _start_locked(self, service: str, ports: dict[str, int]) -> None:
+        """``start`` for a caller holding the world lock (``up``'s worker threads)."""
+        daemon = self._daemon(service, ports)
+        if not (procs.running_pid(daemon, daemon.argv) is not None
+                and self._ready(service, ports)):
+            self._launch(daemon)
             procs.wait_until(daemon, lambda: self._ready(service, ports),
                              self._TIMEOUTS[service], "readiness check")
+        if service == "kafka-secure":
+            self._kafka_secure_acls(ports)
+
+    def _launch(self, daemon: procs.Daemon) -> None:
+        """(Re)start ``daemon``'s process (``tests.env.containers``: its container)."""
+        procs.stop(daemon)
+        procs.start(daemon)
+
+    def _start_chain(self, chain: tuple[str, ...], ports: dict[str, int]) -> None:
+        for service in chain:
+            started = time.monotonic()
+            self._start_locked(service, ports)
+            print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
+                  file=sys.stderr, flush=True)
 
     def stop(self, service: str) -> None:
         with world_lock(self.root, f"stop {service}"):
@@ -247,11 +391,14 @@ class World:
         with world_lock(self.root, "up"):
             self.root.mkdir(parents=True, exist_ok=True)
             builds.ensure_all()
-            for service in SERVICES:
-                started = time.monotonic()
-                self.start(service)
-                print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
-                      file=sys.stderr, flush=True)
+            ports = self._assign_ports()
+            self._prepare_pki()  # before the threads: they would race to create the CA
+            with ThreadPoolExecutor(len(START_CHAINS)) as pool:
+                futures = [pool.submit(self._start_chain, chain, ports)
+                           for chain in START_CHAINS]
+            failed = [str(f.exception()) for f in futures if f.exception() is not None]
+            if failed:
+                raise RuntimeError("\n".join(failed))
             return self.endpoints()
 
     def down(self, keep_data: bool = False) -> None:
@@ -275,6 +422,20 @@ class World:
             etcd_endpoints=f"http://127.0.0.1:{ports['etcd']}",
             apiserver_url=f"https://127.0.0.1:{ports['apiserver']}",
             ca_file=self.pki_dir / "ca.crt",
+            kafka_noauto_bootstrap_servers=f"127.0.0.1:{ports['kafka_noauto']}",
+            kafka_secure_bootstrap_servers=f"127.0.0.1:{ports['kafka_secure']}",
+            kafka_secure_tls_bootstrap_servers=f"127.0.0.1:{ports['kafka_secure_tls']}",
+            kafka_secure_ca_file=self.pki_dir / "ca.crt",
+            kafka_secure_users_file=self.kafka_secure_users_file,
+            kafka_secure_client_cert_file=self.client_cert("bridge").cert,
+            kafka_secure_client_key_file=self.client_cert("bridge").key,
+            nats_secure_url=f"tls://127.0.0.1:{ports['nats_secure']}",
+            nats_secure_ca_file=self.pki_dir / "ca.crt",
+            nats_secure_nkey_seed_file=self.root / "nats-secure" / "bridge.nk",
+            nats_secure_limited_nkey_seed_file=self.root / "nats-secure" / "limited.nk",
+            nats_secure_creds_url=f"tls://127.0.0.1:{ports['nats_operator']}",
+            nats_secure_creds_file=self.root / "nats-operator" / "bridge.creds",
+            nats_secure_limited_creds_file=self.root / "nats-operator" / "limited.creds",
         )
 
     def daemons(self) -> list[procs.Daemon]:
