@@ -15,7 +15,7 @@ CONTAINER_TESTS ?= tests/integration/test_world_smoke.py \
 .PHONY: help deps venv lint world-up world-down test test-containers unit demo bench chaos clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 deps: ## install missing system packages (Java 17, Maven, Docker, debootstrap; Go >= 1.21)
 	@bash .ci/system-deps.sh
