@@ -34,9 +34,11 @@ from pathlib import Path
 
 from tests.env import versions
 
-BASE_IMAGE = "keb-base:bookworm"
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# the tarball and tag name what they hold: a changed package list makes a new base
+_BASE_KEY = hashlib.sha1(f"{BASE_SUITE} {' '.join(BASE_PACKAGES)}".encode()).hexdigest()[:8]
+BASE_IMAGE = f"keb-base:{BASE_SUITE}-{_BASE_KEY}"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 _START_TIMEOUT = 90.0
 
@@ -197,7 +199,7 @@ def stop() -> bool:
 
 
 def _base_tarball() -> Path:
-    path = versions.cache_root() / "images" / f"keb-base-{BASE_SUITE}.tar"
+    path = versions.cache_root() / "images" / f"keb-base-{BASE_SUITE}-{_BASE_KEY}.tar"
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -227,8 +229,8 @@ def _debootstrap(tarball: Path) -> None:
 
 
 def base_image(docker: Engine) -> str:
-    """``keb-base:bookworm`` in ``docker``: imported from the cached tarball, which is made
-    with debootstrap the first time."""
+    """``BASE_IMAGE`` in ``docker``: imported from the cached tarball, which is made with
+    debootstrap the first time."""
     if docker.has_image(BASE_IMAGE):
         return BASE_IMAGE
     with _locked("base-image"):
