@@ -39,8 +39,8 @@ class Change:
 
 class Anomaly(NamedTuple):
     """Reported to ``on_anomaly``. ``out_of_order``: an event older than the state held,
-    sent before it (not applied); ``gap``: after the backlog was read, an update or
-    deletion of an object the view never had (applied: it carries the whole state);
+    sent before it (not applied); ``gap``: after the backlog was read, an update of an
+    object the view never had (applied: it carries the whole state);
     ``undecodable``: a message that is not a bridge CloudEvent (skipped)."""
 
     kind: Literal["out_of_order", "gap", "undecodable"]
@@ -181,8 +181,8 @@ class Informer:
             return
         if outcome.gap:
             stats.gaps += 1
-            self._report(Anomaly("gap", f"{payload.id}: {payload.type} of an object never "
-                                 "seen; applied", payload))
+            self._report(Anomaly("gap", f"{payload.id}: an update of an object never seen; "
+                                 "applied", payload))
         if outcome.change is not None:
             stats.applied += 1
             await self._handle(Change(outcome.change, payload, outcome.previous,

@@ -119,9 +119,12 @@ class KafkaSource:
         assert consumer is not None
         self._discovered_at = time.monotonic()
         pattern = re.compile(self.topics)
+        # the metadata of every topic, with partitions (``consumer.topics()`` gives only
+        # names, and ``partitions_for_topic`` knows only topics already assigned)
+        cluster = await consumer._client.fetch_all_metadata()
         found = [TopicPartition(topic, partition)
-                 for topic in sorted(await consumer.topics()) if pattern.fullmatch(topic)
-                 for partition in sorted(consumer.partitions_for_topic(topic) or ())]
+                 for topic in sorted(cluster.topics()) if pattern.fullmatch(topic)
+                 for partition in sorted(cluster.partitions_for_topic(topic) or ())]
         new = [tp for tp in found if tp not in self._positions]
         if not new:
             return

@@ -28,8 +28,8 @@ from kube_event_consumer.order import (
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What applying one event did: ``change`` is the view's transition (None: nothing
-    changed); ``gap``: the event assumed a state the view never had (an update or deletion
-    of an object it does not know)."""
+    changed); ``gap``: the event assumed a state the view never had (an update of an
+    object it does not know)."""
 
     verdict: Verdict
     change: ChangeType | None = None
@@ -83,8 +83,8 @@ class View:
 
     def apply(self, event: Event, *, topic: str = "", expect_known: bool = False) -> Outcome:
         """Apply ``event`` if it is newer than what the view holds of its object.
-        ``expect_known``: the backlog has been read, so an update or deletion of an unknown
-        object is a gap (it is still applied: it carries the whole state)."""
+        ``expect_known``: the backlog has been read, so an update of an unknown object is a
+        gap (it is still applied: it carries the whole state)."""
         uid = event.uid
         held = self._objects.get(uid)
         stamp = Stamp.of(held) if held is not None else self._deleted.get(uid)
@@ -94,7 +94,10 @@ class View:
                 return _DUPLICATE
             if verdict is Verdict.OUT_OF_ORDER:
                 return _OUT_OF_ORDER
-        gap = expect_known and held is None and event.type is not ChangeType.ADDED
+        # an update of an object never seen: its add was missed. (A deletion of one is not:
+        # after a crash the bridge sends the deletion of every object whose add may have
+        # left it, so that none is missed; such an add may never have reached the bus.)
+        gap = expect_known and held is None and event.type is ChangeType.UPDATED
         visible = held is not None and self._names.get(held.key) == uid
         if event.type is ChangeType.DELETED:
             self._forget(uid, Stamp.of(event))
