@@ -17,16 +17,25 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from aiokafka import AIOKafkaProducer
 from kubernetes import client as k8s
 
+from bridge.events.builder import EventBuilder
+from bridge.events.event import Event as BridgeEvent
+from bridge.kube.resources import Resource
+from bridge.watch.delta import Delta, DeltaType
 from kube_event_consumer import Anomaly, Change, Informer, Source
 from kube_event_consumer.kafka import KafkaSource
 from kube_event_consumer.nats import NatsSource
+from sinks.kafka import binary_headers as kafka_headers
+from sinks.nats import binary_headers as nats_headers
 from tests.env.world import Endpoints, World
 from tests.kubetools import crd_manifest, create_crd
 from tests.rig import Rig
@@ -326,6 +335,99 @@ async def test_views_equal_the_cluster_through_kills_a_gap_and_a_new_crd(
         for e in examples:
             e.stop()
         rig.process.sigkill() if rig.process.proc and rig.process.proc.poll() is None else None
+
+
+# ---- the sources against the real brokers, with what the bridge's encoders produce ----------
+
+DB = Resource("demo.example.com", "v1", "databases", "Database", True)
+
+
+def bridge_event(change: DeltaType, uid: str, rv: str, seq: int, *,
+                 name: str = "orders") -> BridgeEvent:
+    obj = {"apiVersion": DB.api_version, "kind": DB.kind,
+           "metadata": {"name": name, "namespace": "demo", "uid": uid,
+                        "resourceVersion": rv}, "spec": {"rv": rv}}
+    return EventBuilder().build(Delta(change, DB, obj, uid, rv, False, "s", seq,
+                                      time.time(), "demo", name))
+
+
+async def run_until_synced(source: Source) -> tuple[Informer, list[tuple[str, str, bool]]]:
+    informer = Informer(source)
+    seen: list[tuple[str, str, bool]] = []
+    for register in (informer.on_added, informer.on_updated, informer.on_deleted):
+        register(lambda c: seen.append((c.type.value, c.event.id, c.replayed)))
+    async with informer:
+        await informer.wait_synced(30)
+        await asyncio.sleep(0.3)  # the batch after the synced one is committed too
+    return informer, seen
+
+
+async def test_nats_restart_rebuilds_a_subject_holding_two_uids(endpoints: Endpoints) -> None:
+    """A name re-created: the new uid's add comes before the old uid's deletion on one
+    subject (as a re-list diff sends them). The last message per subject alone would lose
+    the new object."""
+    stream, subject = f"C{uuid.uuid4().hex[:8].upper()}", "c.demo.orders"
+    nc = await nats.connect(endpoints.nats_url)
+    js = nc.jetstream()
+    await js.add_stream(name=stream, subjects=[f"{subject}"])
+    try:
+        for event in (bridge_event(DeltaType.ADDED, "old", "5", 1),
+                      bridge_event(DeltaType.ADDED, "new", "9", 2),
+                      bridge_event(DeltaType.DELETED, "old", "5", 3)):
+            await js.publish(subject, event.data or b"", headers=nats_headers(event))
+        informer, seen = await run_until_synced(NatsSource(url=endpoints.nats_url,
+                                                           stream=stream, durable="v"))
+        assert [e.uid for e in informer.view.list()] == ["new"]
+        # the old uid's deletion is no transition: the view shows the newer uid of the name
+        assert seen == [("added", "old/5", False), ("added", "new/9", False)]
+        informer, seen = await run_until_synced(NatsSource(url=endpoints.nats_url,
+                                                           stream=stream, durable="v"))
+        assert [e.uid for e in informer.view.list()] == ["new"]
+        assert seen == [("added", "old/5", True), ("added", "new/9", True)]  # its history
+        late = bridge_event(DeltaType.UPDATED, "new", "12", 4)
+        await js.publish(subject, late.data or b"", headers=nats_headers(late))
+        informer, seen = await run_until_synced(NatsSource(url=endpoints.nats_url,
+                                                           stream=stream, durable="v"))
+        # the subject's last message lies after the floor: its history up to it, then news
+        assert seen == [("added", "old/5", True), ("added", "new/9", True),
+                        ("updated", "new/12", False)]
+    finally:
+        await js.delete_stream(stream)
+        await nc.close()
+
+
+async def test_kafka_tombstones_and_a_restart_from_the_committed_offsets(
+        endpoints: Endpoints) -> None:
+    bootstrap = endpoints.kafka_bootstrap_servers
+    topic, group = f"c{uuid.uuid4().hex[:8]}.databases", f"g{uuid.uuid4().hex[:8]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+
+    async def send(event: BridgeEvent | None, key: bytes = b"") -> None:
+        if event is None:  # a tombstone, as the sink writes it
+            await producer.send_and_wait(topic, None, key=key, partition=0)
+        else:
+            await producer.send_and_wait(topic, event.data, key=event.key, partition=0,
+                                         headers=kafka_headers(event))
+    try:
+        await send(bridge_event(DeltaType.ADDED, "x", "5", 1, name="x"))
+        await send(None, b"x")  # a tombstone whose deletion compaction already removed
+        await send(bridge_event(DeltaType.ADDED, "y", "6", 2, name="y"))
+        source = KafkaSource(bootstrap_servers=bootstrap, topics=re.escape(topic),
+                             group_id=group)
+        informer, seen = await run_until_synced(source)
+        assert [e.uid for e in informer.view.list()] == ["y"]
+        assert informer.stats.tombstones == 1
+        assert seen == [("added", "x/5", False), ("deleted", "x/5", False),
+                        ("added", "y/6", False)]
+        await send(bridge_event(DeltaType.UPDATED, "y", "7", 3, name="y"))
+        source = KafkaSource(bootstrap_servers=bootstrap, topics=re.escape(topic),
+                             group_id=group)
+        informer, seen = await run_until_synced(source)
+        assert seen == [("added", "x/5", True), ("deleted", "x/5", True),
+                        ("added", "y/6", True), ("updated", "y/7", False)]
+    finally:
+        await producer.stop()
 
 
 if __name__ == "__main__":
