@@ -11,11 +11,11 @@ from kube_event_consumer.decode import decode_kafka, decode_nats
 from kube_event_consumer.errors import ConsumerError, DecodeError, HandlerError, SourceError
 from kube_event_consumer.event import ChangeType, Event, ObjectKey, Tombstone
 from kube_event_consumer.informer import Anomaly, Change, Handler, Informer, Stats
-from kube_event_consumer.source import Batch, Message, Source
+from kube_event_consumer.source import Batch, Commit, Message, Source
 from kube_event_consumer.view import View
 
 __all__ = [
-    "Anomaly", "Batch", "Change", "ChangeType", "ConsumerError", "DecodeError", "Event",
+    "Anomaly", "Batch", "Change", "ChangeType", "Commit", "ConsumerError", "DecodeError", "Event",
     "Handler", "HandlerError", "Informer", "Message", "ObjectKey", "Source", "SourceError",
     "Stats", "Tombstone", "View", "decode_kafka", "decode_nats",
 ]

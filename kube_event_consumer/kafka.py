@@ -21,10 +21,11 @@ from aiokafka.errors import KafkaError
 
 from kube_event_consumer.decode import decode_kafka
 from kube_event_consumer.errors import DecodeError, SourceError
-from kube_event_consumer.source import Batch, Message
+from kube_event_consumer.event import Event, Tombstone
+from kube_event_consumer.source import Batch, Commit, Message
 
 
-@dataclass
+@dataclass(kw_only=True)
 class KafkaSource:
     """``topics``: a regular expression a topic name must match in full (e.g.
     ``k8s\\..*``). ``isolation_level``: ``read_committed`` (the default) sees only committed
@@ -77,9 +78,10 @@ class KafkaSource:
             for tp, records in fetched.items():
                 until = self._replay_until.get(tp, 0)
                 for record in records:
+                    payload: Event | Tombstone | DecodeError
                     try:
-                        payload: Any = decode_kafka(tp.topic, record.key, record.value,
-                                                    record.headers)
+                        payload = decode_kafka(tp.topic, record.key, record.value,
+                                               record.headers)
                     except DecodeError as exc:
                         payload = exc
                     messages.append(Message(payload, record.offset < until, tp.topic))
@@ -100,7 +102,7 @@ class KafkaSource:
             return True
         return False
 
-    def _committer(self, offsets: dict[TopicPartition, int]) -> Any:
+    def _committer(self, offsets: dict[TopicPartition, int]) -> Commit | None:
         consumer = self._consumer
         if self.group_id is None or not offsets or consumer is None:
             return None

@@ -27,11 +27,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from kube_event_consumer.decode import decode_nats
 from kube_event_consumer.errors import DecodeError, SourceError
 from kube_event_consumer.event import ChangeType, Event
-from kube_event_consumer.source import Batch, Message
+from kube_event_consumer.source import Batch, Commit, Message
 
 _HISTORY_SUBJECTS = 200  # filter subjects per history reader
 
-@dataclass
+@dataclass(kw_only=True)
 class NatsSource:
     """``subjects``: the filter subject (``>``: the whole stream). ``options``: more
     ``nats.connect`` arguments (credentials, TLS, ...)."""
@@ -158,10 +158,10 @@ class NatsSource:
     async def _fetch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         try:
             return await sub.fetch(self.batch_size, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats.errors.TimeoutError, or asyncio's from inside fetch
             return []
 
-    def _acker(self, msgs: list[Msg]) -> Any:
+    def _acker(self, msgs: list[Msg]) -> Commit | None:
         nc = self._nc
         if not self.durable or not msgs or nc is None:
             return None
@@ -176,7 +176,7 @@ class NatsSource:
         return ack
 
 
-def _decode(msg: Msg) -> Any:
+def _decode(msg: Msg) -> Event | DecodeError:
     try:
         return decode_nats(msg.headers, msg.data)
     except DecodeError as exc:

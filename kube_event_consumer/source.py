@@ -9,6 +9,8 @@ from typing import Protocol
 from kube_event_consumer.errors import DecodeError
 from kube_event_consumer.event import Event, Tombstone
 
+Commit = Callable[[], Awaitable[None]]
+
 
 @dataclass(slots=True)
 class Message:
@@ -29,7 +31,7 @@ class Batch:
 
     messages: list[Message] = field(default_factory=list)
     caught_up: bool = False
-    commit: Callable[[], Awaitable[None]] | None = None
+    commit: Commit | None = None
 
 
 class Source(Protocol):

@@ -64,15 +64,18 @@ async def consume(source: Source, out: Path) -> None:
 
     for register in (informer.on_added, informer.on_updated, informer.on_deleted):
         register(count)
-    async with informer:
-        while True:
-            view = {"|".join(e.key): [e.uid, e.resource_version] for e in informer.view.list()}
-            doc = {"synced": informer.synced.is_set(), "view": view, "handled": handled[0],
-                   "stats": vars(informer.stats), "anomalies": anomalies[:20]}
-            tmp = out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(doc))
-            tmp.replace(out)
-            await asyncio.sleep(0.2)
+    running = asyncio.create_task(informer.run())
+    while True:
+        if running.done():  # what stopped it, in the log
+            running.result()
+            raise AssertionError("the informer stopped")
+        view = {"|".join(e.key): [e.uid, e.resource_version] for e in informer.view.list()}
+        doc = {"synced": informer.synced.is_set(), "view": view, "handled": handled[0],
+               "stats": vars(informer.stats), "anomalies": anomalies[:20]}
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        tmp.replace(out)
+        await asyncio.sleep(0.2)
 
 
 def main() -> None:
