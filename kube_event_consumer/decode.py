@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
@@ -12,6 +13,7 @@ from kube_event_consumer.event import ChangeType, Event, Tombstone, kind_key
 
 STRUCTURED = "application/cloudevents+json"
 _TYPES = {t.value: t for t in ChangeType}
+_intern = sys.intern  # the few kinds, versions, sources and namespaces: one copy each in a view
 
 
 def decode_kafka(topic: str, key: bytes | None, value: bytes | None,
@@ -74,15 +76,19 @@ def _event(attributes: Mapping[str, str], data: Any) -> Event:
             obj, previous, patch = data["object"], data.get("previous"), data.get("patch")
         if not isinstance(obj, dict):
             raise DecodeError(f"{attributes.get('id')}: data is not an object")
+        uid = attributes["uid"]
+        partitionkey = attributes.get("partitionkey", uid)
+        apiversion = _intern(attributes["apiversion"])
         return Event(
-            id=attributes["id"], type=type_, uid=attributes["uid"],
-            kind=kind_key(attributes["kind"], attributes["apiversion"]),
-            apiversion=attributes["apiversion"], namespace=attributes.get("namespace", ""),
-            name=attributes["name"], resource_version=attributes["resourceversion"],
+            id=attributes["id"], type=type_, uid=uid,
+            kind=_intern(kind_key(attributes["kind"], apiversion)), apiversion=apiversion,
+            namespace=_intern(attributes.get("namespace", "")), name=attributes["name"],
+            resource_version=attributes["resourceversion"],
             sequence=int(attributes.get("sequence") or 0),
-            synthetic=attributes.get("synthetic") == "true", source=attributes["source"],
-            subject=attributes["subject"], time=attributes.get("time", ""),
-            partitionkey=attributes.get("partitionkey", attributes["uid"]), object=obj,
+            synthetic=attributes.get("synthetic") == "true",
+            source=_intern(attributes["source"]), subject=attributes["subject"],
+            time=attributes.get("time", ""),
+            partitionkey=uid if partitionkey == uid else partitionkey, object=obj,
             truncated=attributes.get("truncated", ""), previous=previous, patch=patch)
     except KeyError as exc:
         raise DecodeError(f"{attributes.get('id')}: not a bridge event: no {exc}") from exc
