@@ -1,6 +1,7 @@
 """``make bench``: every benchmark in one run, a table, and bench/results/<time>.json.
 
-    python -m bench [--quick] [--only pipeline,exactly-once,memory,live,scale,checkpoint]
+    python -m bench [--quick]
+                    [--only pipeline,exactly-once,memory,live,scale,checkpoint,consumer]
                     [--profile]
 """
 
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import checkpoint, exactly_once, floor, live, memory, pipeline, scale
+from bench import checkpoint, consumer, exactly_once, floor, live, memory, pipeline, scale
 from bridge import runtime
 from tests.env.world import World
 
@@ -69,7 +70,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--only",
-                        default="pipeline,exactly-once,memory,live,scale,checkpoint")
+                        default="pipeline,exactly-once,memory,live,scale,checkpoint,consumer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile ours/null with pyinstrument")
     args = parser.parse_args()
@@ -204,6 +205,18 @@ def main() -> int:
                                         seconds_after=5 if quick else 20))
         report["checkpoint"] = cp
         rows.extend(checkpoint_rows(cp))
+    if "consumer" in only:
+        print("consumer library (kube_event_consumer): events applied to its view per second:")
+        found = consumer.run(20_000 if quick else 100_000, endpoints.kafka_bootstrap_servers,
+                             endpoints.nats_url)
+        report["consumer"] = found
+        for r in found["rates"]:
+            rows.append((f"consumer: {r['name']}: events/s", f"{r['rate']:,.0f}", "",
+                         f"{r['events']:,} events, {r['objects']:,} objects"))
+        m = found["memory"]
+        rows.append((f"consumer: view memory at {m['objects']:,} objects",
+                     f"{m['view_bytes_per_object']:,.0f} B/object", "",
+                     f"objects of {m['object_json_bytes']:,.0f} B JSON"))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))
