@@ -5,6 +5,7 @@ turn into, and what a failure of those means in one line (never a password)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -50,6 +51,18 @@ def security_options(tls: TlsSettings | None, sasl: SaslSettings | None) -> dict
     options["security_protocol"] = (
         ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl else ("SSL" if tls else "PLAINTEXT"))
     return options
+
+
+class _ReportedByDiagnosis(logging.Filter):
+    """aiokafka logs every failed bootstrap connection at ERROR before raising "Unable to
+    bootstrap"; the sink and the store report that failure themselves, diagnosed (one line
+    each), so this record would only repeat it less clearly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to \"")
+
+
+logging.getLogger("aiokafka").addFilter(_ReportedByDiagnosis())  # aiokafka.client's logger
 
 
 @dataclass(frozen=True)

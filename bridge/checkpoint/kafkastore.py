@@ -46,7 +46,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 from bridge.checkpoint.chunks import Doubt, Manifest, fenced, join, split
 from bridge.checkpoint.codec import CheckpointError
 from bridge.checkpoint.store import Stored
-from sinks.kafka_security import SaslSettings, diagnose, security_options
+from sinks.kafka_security import SaslSettings, diagnose, not_authorized, security_options
 from sinks.tls import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class KafkaStore:
         except KafkaConnectionError as exc:  # aiokafka says no more than "Unable to bootstrap"
             await admin.close()
             problem = await diagnose(self.bootstrap, *self._security)
-            raise CheckpointError(f"{self.bootstrap}: {problem.reason}") from exc
+            raise CheckpointError(problem.reason) from exc
         try:
             answer = await admin.create_topics([NewTopic(
                 self.topic, num_partitions=1, replication_factor=self.replication_factor,
@@ -284,16 +284,25 @@ class KafkaStore:
             await producer.begin_transaction()
             sent = [await producer.send(self.topic, value, key=key.encode())
                     for key, value in records]
-            await asyncio.gather(*sent)
+            # every record's outcome is taken (a refusal fails them all: none is left
+            # unretrieved), then the first failure is raised
+            outcomes = await asyncio.gather(*sent, return_exceptions=True)
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed
             await producer.commit_transaction()
         except ProducerFenced as exc:
             self._fenced = True
             await self._drop_producer()
             raise fenced(self.description, "a newer producer uses transactional id "
                          f"{self.transactional_id}") from exc
-        except BaseException:
+        except BaseException as exc:
             self._doubt, self._verify = doubt, True
+            _take_transaction_error(producer)
             await self._drop_producer()
+            denied = not_authorized(exc)
+            if denied is not None:
+                raise CheckpointError(denied) from exc
             raise
 
     # ---- append and rebase -------------------------------------------------------------------
@@ -332,3 +341,13 @@ class KafkaStore:
 
     async def close(self) -> None:
         await self._drop_producer()
+
+
+def _take_transaction_error(producer: AIOKafkaProducer) -> None:
+    """aiokafka keeps a failed transaction's error in a future that only a commit would
+    read; a producer dropped instead leaves it to asyncio's "exception was never retrieved"
+    traceback in the log. Read it here (the caller has the error already)."""
+    manager = getattr(producer, "_txn_manager", None)
+    waiter = manager.wait_for_transaction_end() if manager is not None else None
+    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+        waiter.exception()
