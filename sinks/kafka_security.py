@@ -87,13 +87,16 @@ def not_authorized(exc: BaseException) -> str | None:
     None. Retrying is right: the operator adds the ACL and delivery goes on."""
     for kind, resource in _DENIED.items():
         if isinstance(exc, kind):
-            named = str(exc).split(":", 1)[-1].strip() if ":" in str(exc) else ""
+            # "[Error 29] TopicAuthorizationFailedError: NAME" (or "{'NAME', ...}")
+            named = str(exc).split(":", 1)[-1] if ":" in str(exc) else ""
+            named = named.strip().strip("{}").replace("'", "")
             return (f"not authorized for {resource} {named}".rstrip() +
                     " (a missing ACL for this principal)")
     return None
 
 
-def _explain(exc: BaseException, sasl: SaslSettings | None) -> Problem:
+def explain(exc: BaseException, sasl: SaslSettings | None) -> Problem:
+    """Why connecting failed, in words; permanent for credentials and TLS."""
     if isinstance(exc, SaslAuthenticationFailed | IllegalSaslStateError) and sasl is not None:
         return Problem(f"SASL {sasl.mechanism} authentication of user {sasl.username!r} "
                        "failed (wrong user name or password, or no credentials for this "
@@ -135,7 +138,7 @@ async def diagnose(bootstrap_servers: str, tls: TlsSettings | None,
             found.append(Problem("connected now, but the client could not bootstrap",
                                  permanent=False))
         except Exception as exc:  # any failure is what we came to find out
-            found.append(_explain(exc, sasl))
+            found.append(explain(exc, sasl))
     permanent = [p for p in found if p.permanent]
     if permanent:
         return permanent[0]

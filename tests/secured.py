@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pydantic import SecretStr
 
@@ -19,6 +20,15 @@ KAFKA_VARIANTS = ("scram-sha-512", "plain", "mtls")  # SASL_SSL x2, SSL with cli
 NATS_VARIANTS = ("nkey", "creds")  # both over TLS
 
 
+def _need(endpoints: Endpoints, address: str) -> None:
+    if not address:
+        pytest.fail("this test needs the secured brokers (kafka-secure, nats-secure, "
+                    "nats-operator): the local test world runs them; with "
+                    "BRIDGE_TEST_BACKEND=external, export their KAFKA_SECURE_*, "
+                    "KAFKA_NOAUTO_* and NATS_SECURE_* variables too (`python -m tests.env up` "
+                    "prints them)", pytrace=False)
+
+
 def kafka_password(endpoints: Endpoints, user: str) -> str:
     passwords: dict[str, str] = json.loads(endpoints.kafka_secure_users_file.read_text())
     return passwords[user]
@@ -27,6 +37,7 @@ def kafka_password(endpoints: Endpoints, user: str) -> str:
 def kafka_client(endpoints: Endpoints, variant: str, user: str = "bridge",
                  password: str | None = None) -> dict[str, Any]:
     """``bootstrap_servers``, ``tls`` and ``sasl`` for a kafka sink or store."""
+    _need(endpoints, endpoints.kafka_secure_bootstrap_servers)
     ca = str(endpoints.kafka_secure_ca_file)
     if variant == "mtls":
         assert user == "bridge", "the world issues the client certificate of bridge only"
@@ -45,6 +56,7 @@ def kafka_client(endpoints: Endpoints, variant: str, user: str = "bridge",
 
 def nats_client(endpoints: Endpoints, variant: str, user: str = "bridge") -> dict[str, Any]:
     """``url``, ``tls`` and ``creds_file`` or ``nkey_seed_file`` for a nats sink or store."""
+    _need(endpoints, endpoints.nats_secure_url)
     tls = TlsSettings(ca_file=str(endpoints.nats_secure_ca_file))
     if variant == "creds":
         creds = (endpoints.nats_secure_creds_file if user == "bridge"
@@ -62,6 +74,7 @@ def nats_auth(client: dict[str, Any]) -> NatsAuth:
 
 async def create_topics(endpoints: Endpoints, names: list[str], partitions: int = 3) -> None:
     """Create topics on the secured broker (auto-creation is off there), as its admin."""
+    _need(endpoints, endpoints.kafka_noauto_bootstrap_servers)
     admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_noauto_bootstrap_servers)
     await admin.start()
     try:

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,28 +82,35 @@ class Endpoints:
             "NATS_URL": self.nats_url,
             "ETCD_ENDPOINTS": self.etcd_endpoints,
         }
-        if self.kafka_secure_bootstrap_servers:
-            found.update({
-                "KAFKA_NOAUTO_BOOTSTRAP_SERVERS": self.kafka_noauto_bootstrap_servers,
-                "KAFKA_SECURE_BOOTSTRAP_SERVERS": self.kafka_secure_bootstrap_servers,
-                "KAFKA_SECURE_TLS_BOOTSTRAP_SERVERS": self.kafka_secure_tls_bootstrap_servers,
-                "KAFKA_SECURE_CA_FILE": str(self.kafka_secure_ca_file),
-                "KAFKA_SECURE_USERS_FILE": str(self.kafka_secure_users_file),
-                "KAFKA_SECURE_CLIENT_CERT_FILE": str(self.kafka_secure_client_cert_file),
-                "KAFKA_SECURE_CLIENT_KEY_FILE": str(self.kafka_secure_client_key_file),
-            })
-        if self.nats_secure_url:
-            found.update({
-                "NATS_SECURE_URL": self.nats_secure_url,
-                "NATS_SECURE_CA_FILE": str(self.nats_secure_ca_file),
-                "NATS_SECURE_NKEY_SEED_FILE": str(self.nats_secure_nkey_seed_file),
-                "NATS_SECURE_LIMITED_NKEY_SEED_FILE":
-                    str(self.nats_secure_limited_nkey_seed_file),
-                "NATS_SECURE_CREDS_URL": self.nats_secure_creds_url,
-                "NATS_SECURE_CREDS_FILE": str(self.nats_secure_creds_file),
-                "NATS_SECURE_LIMITED_CREDS_FILE": str(self.nats_secure_limited_creds_file),
-            })
+        for name, attr in SECURED_EXPORTS.items():
+            value = getattr(self, attr)
+            if value not in ("", Path()):
+                found[name] = str(value)
         return found
+
+    @staticmethod
+    def secured_from(environ: Mapping[str, str]) -> dict[str, Any]:
+        """The secured brokers' fields from exported variables (the external backend)."""
+        return {attr: Path(environ[name]) if attr.endswith("_file") else environ[name]
+                for name, attr in SECURED_EXPORTS.items() if environ.get(name)}
+
+
+SECURED_EXPORTS = {  # exported variable -> Endpoints field, for the secured brokers
+    "KAFKA_NOAUTO_BOOTSTRAP_SERVERS": "kafka_noauto_bootstrap_servers",
+    "KAFKA_SECURE_BOOTSTRAP_SERVERS": "kafka_secure_bootstrap_servers",
+    "KAFKA_SECURE_TLS_BOOTSTRAP_SERVERS": "kafka_secure_tls_bootstrap_servers",
+    "KAFKA_SECURE_CA_FILE": "kafka_secure_ca_file",
+    "KAFKA_SECURE_USERS_FILE": "kafka_secure_users_file",
+    "KAFKA_SECURE_CLIENT_CERT_FILE": "kafka_secure_client_cert_file",
+    "KAFKA_SECURE_CLIENT_KEY_FILE": "kafka_secure_client_key_file",
+    "NATS_SECURE_URL": "nats_secure_url",
+    "NATS_SECURE_CA_FILE": "nats_secure_ca_file",
+    "NATS_SECURE_NKEY_SEED_FILE": "nats_secure_nkey_seed_file",
+    "NATS_SECURE_LIMITED_NKEY_SEED_FILE": "nats_secure_limited_nkey_seed_file",
+    "NATS_SECURE_CREDS_URL": "nats_secure_creds_url",
+    "NATS_SECURE_CREDS_FILE": "nats_secure_creds_file",
+    "NATS_SECURE_LIMITED_CREDS_FILE": "nats_secure_limited_creds_file",
+}
 
 
 class World:
