@@ -32,8 +32,9 @@ world-up: deps venv ## build (first time) and start kube-apiserver+etcd, Kafka, 
 world-down: ## stop the test world and delete its data
 	$(PY) -m tests.env down
 
-demo: deps venv ## the bridge live: local control plane, sample CRDs, CloudEvents on the terminal
-	$(PY) -m tests.demo
+SINK ?= jsonl
+demo: deps venv ## the bridge live: local control plane, sample CRDs, CloudEvents (SINK=jsonl|kafka|nats)
+	$(PY) -m tests.demo --sink $(SINK)
 
 bench: deps venv ## benchmarks in a separate test world (not part of `make test`)
 	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m bench $(BENCH_ARGS); rc=$$?; \

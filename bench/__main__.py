@@ -1,6 +1,7 @@
 """``make bench``: every benchmark in one run, a table, and bench/results/<time>.json.
 
-    python -m bench [--quick] [--only pipeline,memory,live,scale,checkpoint] [--profile]
+    python -m bench [--quick] [--only pipeline,exactly-once,memory,live,scale,checkpoint]
+                    [--profile]
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import checkpoint, floor, live, memory, pipeline, scale
+from bench import checkpoint, exactly_once, floor, live, memory, pipeline, scale
 from bridge import runtime
 from tests.env.world import World
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-TARGETS = {  # DESIGN section 5
+TARGETS = {  # the first throughput targets (docs/benchmarks.md, Targets)
     "ours/null": 100_000, "ours/kafka": 30_000, "ours/nats": 20_000,
 }
 
@@ -67,7 +68,8 @@ def checkpoint_rows(cp: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
-    parser.add_argument("--only", default="pipeline,memory,live,scale,checkpoint")
+    parser.add_argument("--only",
+                        default="pipeline,exactly-once,memory,live,scale,checkpoint")
     parser.add_argument("--profile", action="store_true",
                         help="also profile ours/null with pyinstrument")
     args = parser.parse_args()
@@ -180,6 +182,21 @@ def main() -> int:
                      "<= 60 s; idle < 1%",
                      "met" if result["seconds_to_synced"] <= 60 and
                      result["idle_cpu_fraction"] < 0.01 else "NOT met"))
+    if "exactly-once" in only:
+        print("exactly-once (Kafka transactions) vs at-least-once (idempotent producer), "
+              "as the daemon runs them:")
+        outcomes = exactly_once.run(20_000 if quick else 100_000,
+                                    endpoints.kafka_bootstrap_servers)
+        report["exactly_once"] = [{**o.__dict__, "rate": o.rate} for o in outcomes]
+        baseline = outcomes[0]
+        for o in outcomes:
+            ratio = o.rate / baseline.rate
+            rows.append((f"kafka {o.name}: events/s, latency p50/p99",
+                         f"{o.rate:,.0f}, {o.p50 * 1000:,.0f}/{o.p99 * 1000:,.0f} ms",
+                         "" if o is baseline else ">= 0.7x at-least-once",
+                         "baseline (same run)" if o is baseline else
+                         f"{'met' if ratio >= 0.7 else 'NOT met'} ({ratio:.2f}x; "
+                         f"{o.transactions:,} transactions)"))
     if "checkpoint" in only:
         print("checkpoint writes (100 changes/s; before = 0.1.0's full save every 2 s):")
         cp = asyncio.run(checkpoint.run(endpoints, objects=20_000 if quick else 100_000,

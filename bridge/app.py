@@ -15,12 +15,14 @@ import time
 
 from bridge import metrics
 from bridge.checkpoint.factory import build_store
+from bridge.checkpoint.kafkastore import KafkaStore
 from bridge.checkpoint.replay import restore
 from bridge.checkpoint.store import CheckpointStore
 from bridge.checkpoint.writer import CheckpointWriter, WriterOptions
 from bridge.config.model import Config
 from bridge.delivery.pipeline import Delivery
 from bridge.delivery.size import SizePolicy
+from bridge.delivery.transactional import TransactionPlan
 from bridge.errors import BridgeError
 from bridge.events.builder import EventBuilder, EventOptions
 from bridge.events.redact import RedactionRule, Redactor
@@ -32,6 +34,7 @@ from bridge.metrics import synced_streams
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions, WatchEngine
+from bridge.watch.noise import NoiseRule, NoiseRules
 from bridge.watch.reflector import WatchOptions
 from bridge.watch.selection import Selection
 from sinks import registry
@@ -56,7 +59,10 @@ def engine_options(config: Config) -> EngineOptions:
         watch=WatchOptions(page_size=w.page_size, read_timeout=w.read_timeout,
                            initial=w.initial, label_selector=w.label_selector,
                            field_selector=w.field_selector, watch_list=w.watch_list,
-                           event_types=frozenset(DeltaType(t) for t in w.event_types)),
+                           event_types=frozenset(DeltaType(t) for t in w.event_types),
+                           noise=NoiseRules(tuple(NoiseRule(r.kind, r.status_only,
+                                                            tuple(r.pointers))
+                                                  for r in w.ignore_updates))),
         max_in_flight=config.max_in_flight, list_concurrency=w.list_concurrency,
         recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True)
 
@@ -71,6 +77,7 @@ def event_builder(config: Config) -> EventBuilder:
                                      redactor=redactor))
 
 
+FINAL_WRITE_TIMEOUT = 60.0  # seconds the checkpoint write at a stop may take
 NOT_FLOWING_GRACE = 5.0  # seconds a stream may be re-connecting before readiness says so
 
 
@@ -91,6 +98,19 @@ def writer_options(config: Config, store: CheckpointStore) -> WriterOptions:
     return WriterOptions(
         interval=c.interval, compact_ratio=c.compact_ratio,
         min_write_interval=store.default_min_write_interval if spacing is None else spacing)
+
+
+def transaction_plans(config: Config, store: KafkaStore | None,
+                      writer: CheckpointWriter) -> dict[str, TransactionPlan]:
+    """How each exactly-once sink's transactions run: on the Kafka checkpoint store's
+    producer, committed by a checkpoint flush (the config model checked the pairing)."""
+    plans: dict[str, TransactionPlan] = {}
+    for sink in config.exactly_once_sinks():
+        assert store is not None
+        plans[sink.name] = TransactionPlan(
+            transactions=store, commit=lambda: writer.flush(commit=True),
+            max_events=sink.transaction.max_events, max_wait=sink.transaction.max_wait)
+    return plans
 
 
 async def _first(*events: asyncio.Event) -> None:
@@ -132,9 +152,9 @@ class Bridge:
             failures = self.engine.failures()
             return False, "kinds not flowing: " + _summary(
                 {key: failures.get(key, "restarting") for key in stopped})
-        down = self.delivery.sinks_down()
+        down = self.delivery.down_reasons()
         if down:
-            return False, f"sinks down: {', '.join(down)}"
+            return False, "sinks down: " + _summary(down)
         if self.writer is not None and self.writer.failing:
             return False, f"checkpoint store failing: {self.writer.store.description}"
         return True, "ready"
@@ -218,7 +238,9 @@ class Bridge:
                 log.info("resuming %d streams from the checkpoint in %s (%d journal "
                          "segments)", len(checkpoints), store.description,
                          len(stored.segments))
-            sinks = [registry.build(s, config.cluster, config.events.max_bytes)
+            shared = store if isinstance(store, KafkaStore) else None
+            sinks = [registry.build(s, config.cluster, config.events.max_bytes,
+                                    transactions=shared)
                      for s in config.sinks]
             await self._connect(sinks)
             engine = self.engine = WatchEngine(transport, selection(config),
@@ -227,7 +249,8 @@ class Bridge:
             writer = self.writer = CheckpointWriter(
                 store, engine.trackers, options=writer_options(config, store),
                 may_write=lambda: not supervisor.failed.is_set() and (
-                    elector is None or elector.leading))
+                    elector is None or elector.leading),
+                exclusive=shared.exclusive if shared is not None else None)
             try:  # a durable checkpoint (and a fence) before anything is read
                 await writer.flush()
             except Exception as exc:
@@ -236,13 +259,18 @@ class Bridge:
             log.info("checkpoint durable in %s %.2fs after start", store.description,
                      time.monotonic() - started)
             e = config.events
+            plans = transaction_plans(config, shared, writer)
+            only_transactional = len(plans) == len(sinks)  # the transaction is the journal
             delivery = self.delivery = Delivery(
                 engine, event_builder(config), sinks,
                 SizePolicy(e.max_bytes, tuple(e.drop_fields), e.oversize),
-                durable=writer.durable)
+                durable=None if only_transactional else writer.durable,
+                exactly_once=plans)
             await delivery.start(supervisor)
             await engine.start()
             supervisor.spawn(writer.run(), name="checkpoint writer")
+            if shared is not None:  # an idle instance learns of a takeover, too
+                supervisor.spawn(shared.guard(writer.may_write), name="checkpoint fence guard")
             supervisor.spawn(self._progress(engine), name="progress")
             if elector is not None:
                 supervisor.spawn(self._keep_leading(elector), name="lease keeper")
@@ -266,8 +294,8 @@ class Bridge:
             await store.close()
 
     async def _final_write(self, writer: CheckpointWriter) -> bool:
-        try:
-            await writer.flush(final=True)
+        try:  # bounded: an exactly-once sink retrying a transaction holds the store
+            await asyncio.wait_for(writer.flush(final=True), FINAL_WRITE_TIMEOUT)
             return True
         except Exception as exc:
             log.error("final checkpoint write to %s failed: %s (the next start repeats what "

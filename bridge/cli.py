@@ -30,9 +30,15 @@ commands:
   run --config FILE        run the bridge (SIGTERM/SIGINT: flush, checkpoint, exit 0)
   check-config FILE        validate a config; every problem as FILE:LINE: path: message
   kinds --config FILE      every kind in the cluster, whether it would be watched, and why
+  provision --config FILE [--dry-run]
+                           create (or only check) the Kafka topics and NATS streams the
+                           sinks need for the kinds watched now; one line per destination:
+                           ok / created / missing / contradicts (existing ones never altered)
 
 exit codes: 0 ok, 1 runtime failure, 2 invalid usage/config/kubeconfig,
             3 unavailable at start (metrics port in use, unreadable checkpoint)
+  provision: 0 all ok or created, 1 something missing or contradicting, 2 invalid config
+            or a template with one destination per object, 3 API server or broker unreachable
 example config: config/example.yaml; reference: docs/config-reference.md"""
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -50,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file", metavar="FILE")
     kinds = sub.add_parser("kinds", help="show what would be watched, and why")
     kinds.add_argument("--config", "-c", required=True, metavar="FILE")
+    provision = sub.add_parser("provision", help="create or check the topics and streams the "
+                               "sinks need")
+    provision.add_argument("--config", "-c", required=True, metavar="FILE")
+    provision.add_argument("--dry-run", action="store_true", help="only check; exit 1 when "
+                           "something is missing or contradicts the config")
     return parser
 
 
@@ -83,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.kindstable import print_kinds
 
         return _guard(lambda: print_kinds(config))
+    if args.command == "provision":
+        from bridge.provision import provision
+
+        return _guard(lambda: provision(config, dry_run=args.dry_run))
+    from sinks.provisioning import name_config_file
+
+    name_config_file(os.path.abspath(args.config))
     return _guard(lambda: _run(config))
 
 

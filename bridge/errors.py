@@ -7,6 +7,11 @@ class BridgeError(Exception):
     """Base of every error the bridge raises on purpose."""
 
 
+class FencedError(BridgeError):
+    """Another instance has taken over this one's work (a checkpoint, a transactional id):
+    this one must stop at once, sending and saving nothing more (exit 1)."""
+
+
 class ConfigError(BridgeError):
     """The configuration (file, kubeconfig, environment) is unusable."""
 

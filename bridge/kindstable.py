@@ -19,7 +19,8 @@ from bridge.watch.engine import CRD_RESOURCE
 from bridge.watch.kinds import crd_resource, resolve_builtin
 
 
-async def _rows(config: Config, transport: Transport) -> list[tuple[str, str, str, str, str]]:
+async def decisions(config: Config, transport: Transport) -> list[tuple[Resource, bool, str]]:
+    """Every kind in the cluster, sorted, whether the bridge would watch it now, and why."""
     sel = selection(config)
     found: list[tuple[Resource, bool]] = []
     for spec in config.watch.builtins:
@@ -32,7 +33,7 @@ async def _rows(config: Config, transport: Transport) -> list[tuple[str, str, st
         resource = crd_resource(crd, dict(config.watch.versions))
         if resource is not None:
             found.append((resource, False))
-    rows = []
+    decided = []
     for resource, builtin in sorted(found, key=lambda f: (f[0].group, f[0].plural)):
         watched, reason = sel.decide(resource, builtin)
         if watched:
@@ -41,10 +42,14 @@ async def _rows(config: Config, transport: Transport) -> list[tuple[str, str, st
             except ApiError as exc:
                 if exc.forbidden:
                     watched, reason = False, f"forbidden ({exc.message or exc.reason})"
-        rows.append((resource.kind, str(resource),
-                     "Namespaced" if resource.namespaced else "Cluster",
-                     "yes" if watched else "no", reason))
-    return rows
+        decided.append((resource, watched, reason))
+    return decided
+
+
+async def _rows(config: Config, transport: Transport) -> list[tuple[str, str, str, str, str]]:
+    return [(resource.kind, str(resource), "Namespaced" if resource.namespaced else "Cluster",
+             "yes" if watched else "no", reason)
+            for resource, watched, reason in await decisions(config, transport)]
 
 
 def render(rows: list[tuple[str, str, str, str, str]], out: TextIO) -> None:

@@ -121,6 +121,8 @@ class LeaderElector:
                 raise
             return True
         spec = lease.get("spec") or {}
+        transitions = int(spec.get("leaseTransitions") or 0)
+        metrics.leader_transitions.labels(lease=self.name).set(transitions)  # standbys too
         holder = spec.get("holderIdentity") or ""
         fingerprint = f"{holder}|{spec.get('renewTime')}|{spec.get('leaseTransitions')}"
         now = time.monotonic()
@@ -131,7 +133,6 @@ class LeaderElector:
         if holder and holder != self.identity and not expired:
             self.holder = holder
             return False
-        transitions = int(spec.get("leaseTransitions") or 0)
         if holder != self.identity:
             transitions += 1
         lease["spec"] = self._spec(transitions, spec.get("acquireTime")
@@ -144,6 +145,7 @@ class LeaderElector:
                 self.holder = "(another candidate)"
                 return False
             raise
+        metrics.leader_transitions.labels(lease=self.name).set(transitions)
         return True
 
     async def _attempt(self) -> tuple[bool, float]:

@@ -22,6 +22,9 @@ watched_kinds = Gauge(
 skipped_kinds = Gauge(
     _P + "skipped_kinds", "Kinds skipped because they are forbidden or vanished",
     ["reason"], registry=REGISTRY)
+kind_skipped = Gauge(
+    _P + "kind_skipped", "1 while the kind is skipped (forbidden or vanished; "
+    "skipped_kinds says which); absent otherwise", ["group", "kind"], registry=REGISTRY)
 api_requests = Counter(
     _P + "api_requests_total", "Requests made to the Kubernetes API server",
     ["verb", "code"], registry=REGISTRY)
@@ -35,6 +38,11 @@ stream_up = Gauge(
 source_up = Gauge(
     _P + "source_up", "0 once every stream has failed continuously for longer than "
     "unreachable_after (the API server is unreachable), else 1", registry=REGISTRY)
+
+events_suppressed = Counter(
+    _P + "events_suppressed_total", "Updates a noise filter (watch.ignore_updates) recorded "
+    "but did not send, by reason (status_only, pointers)",
+    ["group", "kind", "reason"], registry=REGISTRY)
 
 # ---- delivery ------------------------------------------------------------------------------
 events_published = Counter(
@@ -61,6 +69,11 @@ lag = Histogram(
 in_flight = Gauge(
     _P + "events_in_flight", "Events handed to sinks and not yet acknowledged",
     registry=REGISTRY)
+destination_missing = Gauge(
+    _P + "sink_destination_missing", "1 while a sink's destination (Kafka topic, NATS stream) "
+    "is missing (problem=missing) or its settings contradict the config "
+    "(problem=contradicts): run `kube-event-bridge provision`",
+    ["sink", "destination", "problem"], registry=REGISTRY)
 sink_up = Gauge(
     _P + "sink_up", "1 while the sink accepts events, 0 while it fails", ["sink"],
     registry=REGISTRY)
@@ -68,6 +81,9 @@ sink_up = Gauge(
 is_leader = Gauge(
     _P + "is_leader", "1 while this instance holds the leader Lease (or runs without "
     "leader election)", registry=REGISTRY)
+leader_transitions = Gauge(
+    _P + "leader_transitions", "The leader Lease's spec.leaseTransitions as last read by this "
+    "instance: how often leadership changed hands, cluster-wide", ["lease"], registry=REGISTRY)
 
 # ---- checkpoints ---------------------------------------------------------------------------
 checkpoint_saves = Counter(
@@ -84,3 +100,9 @@ checkpoint_age = Gauge(
     registry=REGISTRY)
 synced_streams = Gauge(
     _P + "synced_streams", "Streams whose initial sync is complete", registry=REGISTRY)
+transactions = Counter(
+    _P + "transactions_total", "Kafka transactions of exactly-once sinks, by outcome "
+    "(committed, aborted: an aborted one is retried)", ["sink", "result"], registry=REGISTRY)
+transaction_events = Counter(
+    _P + "transaction_events_total", "Events committed in Kafka transactions (re-sends after "
+    "an abort count again)", ["sink"], registry=REGISTRY)

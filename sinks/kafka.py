@@ -17,6 +17,12 @@ batch has one acknowledgement, which settles all its events, awaited under ``ack
 record too large for a request (checked as ``send()`` does) fails alone, permanently.
 A fatal producer error (e.g. OutOfOrderSequenceNumber) rebuilds the producer; the failed
 events are reported transient and re-sent by delivery, in order.
+
+``delivery: exactly-once``: the sink owns no producer. It sends through the transactional
+producer of the checkpoint's Kafka store (``Transactions``), inside the transaction that
+delivery opens and the checkpoint commits (``bridge.delivery.transactional``): events and
+the checkpoint become visible to ``read_committed`` consumers together, or not at all.
+Errors are reported as usual; delivery then aborts the whole transaction and re-sends it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Iterable, Sequence
-from typing import Any, Literal, TypeAlias, cast
+from typing import Any, Literal, Protocol, TypeAlias, cast
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -39,12 +45,15 @@ from aiokafka.errors import (
 )
 from aiokafka.partitioner import murmur2
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.events.event import Event
 from sinks.acks import settle
 from sinks.base import HeaderNames, SinkError, SinkSettings
 from sinks.kafka_security import SaslSettings, diagnose, not_authorized, security_options
+from sinks.kafka_topics import TopicAdmin, TopicGuard
+from sinks.kafka_topics import provision as provision_topics
+from sinks.provisioning import Outcome, Scope
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -61,6 +70,31 @@ Placement: TypeAlias = tuple[int, ...] | BaseException
 
 _STRUCTURED_HEADERS: Headers = [("content-type", b"application/cloudevents+json")]
 _NO_HEADERS: Headers = []
+
+
+class TransactionSettings(BaseModel):
+    """Sizing of the transactions of an exactly-once Kafka sink: a transaction is committed
+    after `max_events` events or `max_wait` seconds, whichever comes first. Larger
+    transactions amortize the commit (two broker round trips and a marker per partition)
+    over more events, for throughput; `read_committed` consumers see events only at
+    commit, so `max_wait` adds to their latency."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_events: int = Field(5000, ge=1, le=1_000_000, description="events in one "
+                            "transaction at most")
+    max_wait: float = Field(0.1, ge=0, le=10, description="seconds a transaction stays "
+                            "open collecting events before it is committed")
+    timeout: float = Field(60.0, ge=1, le=900, description="the producer's "
+                           "`transaction.timeout.ms` (in seconds): the broker aborts a "
+                           "transaction open longer; must not exceed the broker's "
+                           "`transaction.max.timeout.ms`")
+
+
+class Transactions(Protocol):
+    """Where an exactly-once sink gets its producer: the one of the open transaction."""
+
+    @property
+    def producer(self) -> AIOKafkaProducer: ...
 
 
 class KafkaSettings(SinkSettings):
@@ -81,13 +115,43 @@ class KafkaSettings(SinkSettings):
     sasl: SaslSettings | None = None
     dead_letter_topic: str = Field("kube-event-bridge.dlq", description="permanent failures "
                                    "go here (structured JSON with the reason)")
+    create_topics: bool = Field(False, description="create a missing topic at run time "
+                                "(with the settings below; needs the CREATE permission). "
+                                "Otherwise a missing topic stops delivery to it, with an error "
+                                "naming it, until `kube-event-bridge provision` (or the "
+                                "broker's auto-creation) creates it")
+    partitions: int = Field(3, ge=1, le=100_000, description="partitions of each topic the "
+                            "bridge creates; an existing topic with another count is reported "
+                            "by `provision`, never altered")
+    replication_factor: int = Field(1, ge=1, le=32, description="replicas of each topic the "
+                                    "bridge creates; 1 suits a single-broker test cluster, "
+                                    "use 3 in production")
+    min_insync_replicas: int | None = Field(None, ge=1, le=32, description="`min.insync."
+                                            "replicas` of the topics; none: the broker's "
+                                            "default (not checked)")
+    retention_ms: int | None = Field(None, ge=-1, description="`retention.ms` of the topics "
+                                     "(-1: forever); none: the broker's default (not checked). "
+                                     "With tombstones the policy becomes `compact,delete`")
     client_id: str = "kube-event-bridge"
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once", description="`exactly-once`: events and the checkpoint are written "
+        "in one Kafka transaction (needs `checkpoint.store: kafka` on the same cluster; at "
+        "most one such sink); `read_committed` consumers see each change once")
+    transaction: TransactionSettings = Field(default_factory=TransactionSettings,
+                                             description="exactly-once only")
 
     @field_validator("topic")
     @classmethod
     def _template(cls, value: str) -> str:
         check_template(value)
         return value
+
+    @model_validator(mode="after")
+    def _replicas(self) -> KafkaSettings:
+        if (self.min_insync_replicas or 0) > self.replication_factor:
+            raise ValueError(f"min_insync_replicas ({self.min_insync_replicas}) exceeds "
+                             f"replication_factor ({self.replication_factor})")
+        return self
 
 
 _HEADER_NAMES = HeaderNames("ce_")
@@ -160,33 +224,51 @@ class _Batches:
         return pending
 
 
+def producer_options(settings: KafkaSettings, max_event_bytes: int) -> dict[str, Any]:
+    """The producer's options (idempotent, acks=all) for a sink's settings; an exactly-once
+    sink's are given to the checkpoint store, whose producer it shares."""
+    s = settings
+    options: dict[str, Any] = {
+        "bootstrap_servers": s.bootstrap_servers,
+        "client_id": s.client_id,
+        "enable_idempotence": True,  # implies acks=all
+        "linger_ms": s.linger_ms,
+        "max_batch_size": s.max_batch_bytes,
+        "max_request_size": max(s.max_batch_bytes, max_event_bytes + 65_536),
+        "compression_type": None if s.compression == "none" else s.compression,
+        "request_timeout_ms": int(s.ack_timeout * 1000),
+    }
+    if s.delivery == "exactly-once":
+        options["transaction_timeout_ms"] = int(s.transaction.timeout * 1000)
+    options.update(security_options(s.tls, s.sasl))
+    return options
+
+
 class KafkaSink:
     def __init__(self, settings: KafkaSettings, cluster: str = "local",
-                 max_event_bytes: int = 1_000_000) -> None:
+                 max_event_bytes: int = 1_000_000, *,
+                 transactions: Transactions | None = None) -> None:
+        """``transactions``: an exactly-once sink's producer source (required for one)."""
+        if (settings.delivery == "exactly-once") != (transactions is not None):
+            raise ValueError(f"kafka sink {settings.name}: an exactly-once sink needs the "
+                             "checkpoint's transactions, and only it may use them")
         self.settings = settings
         self.max_event_bytes = max_event_bytes
-        self.max_request_size = max(settings.max_batch_bytes, max_event_bytes + 65_536)
+        self._options = producer_options(settings, max_event_bytes)
+        self.max_request_size: int = self._options["max_request_size"]
         self.topic = Template(settings.topic, cluster)
+        self.topics = TopicGuard(settings, TopicAdmin(
+            {"bootstrap_servers": settings.bootstrap_servers, "client_id": settings.client_id,
+             **security_options(settings.tls, settings.sasl)}, settings.ack_timeout))
+        self._transactions = transactions
         self._producer: AIOKafkaProducer | None = None
         self._ok = False
 
-    def _build(self) -> AIOKafkaProducer:
-        s = self.settings
-        options: dict[str, Any] = {
-            "bootstrap_servers": s.bootstrap_servers,
-            "client_id": s.client_id,
-            "enable_idempotence": True,  # implies acks=all
-            "linger_ms": s.linger_ms,
-            "max_batch_size": s.max_batch_bytes,
-            "max_request_size": self.max_request_size,
-            "compression_type": None if s.compression == "none" else s.compression,
-            "request_timeout_ms": int(s.ack_timeout * 1000),
-        }
-        options.update(security_options(s.tls, s.sasl))
-        return AIOKafkaProducer(**options)
-
     async def connect(self) -> None:
-        producer = self._build()
+        if self._transactions is not None:
+            self._ok = True  # the checkpoint store connects the shared producer
+            return
+        producer = AIOKafkaProducer(**self._options)
         try:
             await producer.start()
         except KafkaError as exc:
@@ -211,14 +293,22 @@ class KafkaSink:
             return event.structured(), _STRUCTURED_HEADERS
         return event.data, binary_headers(event)
 
-    async def send(self, events: Sequence[Event]) -> list[SinkError | None]:
-        producer = self._producer
-        if producer is None:
+    async def _current(self) -> AIOKafkaProducer:
+        if self._transactions is not None:
+            return self._transactions.producer
+        if self._producer is None:
             await self.connect()
-            producer = self._producer
-            assert producer is not None
+        assert self._producer is not None
+        return self._producer
+
+    async def send(self, events: Sequence[Event]) -> list[SinkError | None]:
+        producer = await self._current()
         topics = [self.topic.render(event) for event in events]
-        partitions = await _partitions(producer, set(topics))
+        unique = set(topics)
+        unusable = {} if unique <= self.topics.usable else await self.topics.check(unique)
+        partitions = await _partitions(producer, unique - unusable.keys() if unusable
+                                       else unique)
+        partitions.update(unusable)
         batches = _Batches(producer, self.max_request_size)
         placements = [self._place(batches, event, topic, partitions[topic])
                       for event, topic in zip(events, topics, strict=True)]
@@ -230,6 +320,9 @@ class KafkaSink:
             if outcome is None:
                 results.append(None)
                 continue
+            if isinstance(outcome, SinkError):  # the topic's (TopicGuard)
+                results.append(outcome)
+                continue
             if isinstance(outcome, _FATAL):
                 fatal = outcome
             denied = not_authorized(outcome)
@@ -240,7 +333,7 @@ class KafkaSink:
             permanent = isinstance(outcome, _PERMANENT)
             results.append(SinkError(f"kafka: {outcome!r}", transient=not permanent))
         self._ok = all(r is None or not r.transient for r in results)
-        if fatal is not None:
+        if fatal is not None and self._transactions is None:  # else: delivery aborts
             await self._rebuild(fatal)
         return results
 
@@ -261,9 +354,13 @@ class KafkaSink:
         return (first,)
 
     async def dead_letter(self, event: Event, reason: str) -> None:
-        producer = self._producer
+        producer = self._producer if self._transactions is None else await self._current()
         if producer is None:
             raise SinkError(f"kafka sink {self.settings.name} is not connected")
+        topic = self.settings.dead_letter_topic
+        unusable = await self.topics.check({topic}, dead_letter=True)
+        if unusable:
+            raise unusable[topic]
         doc = {"reason": reason, "attributes": event.attributes,
                "data_bytes": event.size()}
         await producer.send_and_wait(self.settings.dead_letter_topic, orjson.dumps(doc),
@@ -275,6 +372,13 @@ class KafkaSink:
             await self._producer.stop()
         self._producer = None
         self._ok = False
+        await self.topics.admin.close()
+
+    async def provision(self, scope: Scope, *, dry_run: bool) -> list[Outcome]:
+        """Check (and unless ``dry_run`` create) every topic of ``scope`` and the dead-letter
+        topic (``sinks.kafka_topics``)."""
+        return await provision_topics(self.settings, self.topic.cluster, self.topics.admin,
+                                      scope, dry_run=dry_run)
 
     @property
     def healthy(self) -> bool:

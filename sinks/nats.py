@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -36,14 +35,17 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, ConnectionDrainingError, MaxPayloadError
 from nats.errors import Error as NatsError
-from nats.js.api import Header, StreamConfig
-from nats.js.errors import APIError
-from pydantic import Field, SecretStr, field_validator
+from nats.js.api import Header
+from nats.js.errors import APIError, NoStreamResponseError
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from bridge.events.event import Event
 from sinks import nats_security
 from sinks.base import HeaderNames, SinkError, SinkSettings
 from sinks.nats_security import NatsAuth, NatsRefused, permission_denied
+from sinks.nats_streams import StreamGuard, default_subjects
+from sinks.nats_streams import provision as provision_streams
+from sinks.provisioning import DestinationError, Outcome, Scope
 from sinks.template import Template
 from sinks.template import check as check_template
 from sinks.tls import TlsSettings
@@ -61,10 +63,26 @@ class NatsSettings(SinkSettings):
     subject: str = Field("k8s.{group}.{plural}.{namespace}.{name}",
                          description="subject template; each placeholder is one token")
     content_mode: Literal["binary", "structured"] = "binary"
-    create_stream: bool = Field(False, description="create the stream (subjects `<first "
-                                "token of the template>.>`) when it does not exist")
+    create_stream: bool = Field(False, description="at connect, create the stream when it "
+                                "does not exist (with the settings below), and "
+                                "`dead_letter_stream` when no stream holds the dead-letter "
+                                "subject. Otherwise a missing stream stops delivery, with an "
+                                "error naming it, until `kube-event-bridge provision` creates "
+                                "it")
     duplicate_window: float = Field(120.0, gt=0, description="seconds JetStream remembers "
-                                    "message ids (only used when creating the stream)")
+                                    "message ids, of a stream the bridge creates; an existing "
+                                    "stream with a shorter window stops delivery (re-sent "
+                                    "events could be stored twice)")
+    stream_subjects: list[str] = Field(default_factory=list, description="subjects of a "
+                                       "stream the bridge creates; empty: the template's "
+                                       "leading literal tokens and `>` (`k8s.>`). An existing "
+                                       "stream must cover the template")
+    max_age: float = Field(0.0, ge=0, description="seconds a stream the bridge creates keeps "
+                           "a message (0: no limit)")
+    storage: Literal["file", "memory"] = Field("file", description="storage of a stream the "
+                                               "bridge creates")
+    replicas: int = Field(1, ge=1, le=5, description="replicas of a stream the bridge "
+                          "creates; 1 suits a single server, use 3 in a cluster")
     ack_timeout: float = Field(10.0, gt=0, description="seconds to wait for a batch's PubAcks "
                                "after its last publish")
     max_pending: int = Field(4000, ge=1, description="unacknowledged publishes in flight")
@@ -77,13 +95,22 @@ class NatsSettings(SinkSettings):
     user: str = Field("", description="user name for user/password authentication")
     password: SecretStr | None = Field(None, description="password of `user`; never logged")
     dead_letter_subject: str = Field("kube-event-bridge.dlq",
-                                     description="permanent failures are published here")
+                                     description="permanent failures are published here; a "
+                                     "stream must hold it")
+    dead_letter_stream: str = Field("KUBE_EVENT_BRIDGE_DLQ", description="the stream created "
+                                    "for the dead-letter subject when no stream holds it")
 
     @field_validator("subject")
     @classmethod
     def _template(cls, value: str) -> str:
         check_template(value)
         return value
+
+    @model_validator(mode="after")
+    def _subjects(self) -> NatsSettings:
+        if not self.stream_subjects:
+            default_subjects(Template(self.subject, "cluster", sanitize=True))
+        return self
 
 
 _SAFE = " !#$&'()*+,/:;=?@[]~"
@@ -134,6 +161,10 @@ class _Batch:
             await asyncio.wait((self._done,), timeout=timeout)
 
 
+class NoStream(SinkError):
+    """JetStream answered status 503: no stream holds the subject."""
+
+
 def _ack_outcome(msg: Msg) -> SinkError | None:
     """None for a PubAck (a duplicate's too), else the failure the reply reports: an API
     error (code 400 is permanent) or a status such as 503 (no stream holds the subject)."""
@@ -141,6 +172,8 @@ def _ack_outcome(msg: Msg) -> SinkError | None:
         status = msg.headers[Header.STATUS]
         detail = msg.headers.get(Header.DESCRIPTION) or (
             "no responders: no stream holds the subject" if status == "503" else "")
+        if status == "503":
+            return NoStream(f"nats: status {status} {detail}")
         return SinkError(f"nats: status {status} {detail}")
     try:
         reply = orjson.loads(msg.data)
@@ -162,6 +195,7 @@ class NatsSink:
     def __init__(self, settings: NatsSettings, cluster: str = "local") -> None:
         self.settings = settings
         self.subject = Template(settings.subject, cluster, sanitize=True)
+        self.streams = StreamGuard(settings, self.subject)
         self._nc: Client | None = None
         self._ok = False
         self._inbox = ""  # "<connection's reply inbox>.": a publish's reply subject adds a token
@@ -170,7 +204,7 @@ class NatsSink:
         self._has_room = asyncio.Event()  # set when fewer than max_pending are unacknowledged
         self._denied: str | None = None  # the last permissions violation the server reported
 
-    async def connect(self) -> None:
+    def _options(self) -> dict[str, Any]:
         s = self.settings
         options: dict[str, Any] = {
             "servers": [u.strip() for u in s.url.split(",")],
@@ -182,31 +216,51 @@ class NatsSink:
             "disconnected_cb": self._on_disconnect,
             "reconnected_cb": self._on_reconnect,
         }
+        return options
+
+    async def _connect(self, options: dict[str, Any]) -> Client:
+        s = self.settings
         auth = NatsAuth(tls=s.tls, creds_file=s.creds_file, nkey_seed_file=s.nkey_seed_file,
                         user=s.user, password=s.password)
         try:
-            nc = await nats_security.connect(options, auth, self._on_error)
+            return await nats_security.connect(options, auth, self._on_error)
         except NatsRefused as exc:
             raise SinkError(f"nats sink {s.name}: {s.url}: {exc}", transient=False) from exc
         except (TimeoutError, NatsError, OSError) as exc:
             raise SinkError(f"nats sink {s.name}: cannot reach {s.url}: {exc!r}") from exc
+
+    async def connect(self) -> None:
+        s = self.settings
+        nc = await self._connect(self._options())
         self._inbox = f"{nc.new_inbox()}."
         await nc.subscribe(f"{self._inbox}*", cb=self._on_ack)
         self._nc = nc
-        if s.create_stream:
-            await self._ensure_stream(nc)
+        await self._streams(nc, create=s.create_stream)
         self._ok = True
 
-    async def _ensure_stream(self, nc: Client) -> None:
-        s = self.settings
-        first = s.subject.split(".", 1)[0]
+    async def _streams(self, nc: Client, *, create: bool) -> DestinationError | None:
+        """Create the streams (``create_stream``) and check the events stream
+        (``sinks.nats_streams``); a failure to tell is logged, and publishes tell later."""
         js = nc.jetstream()
         try:
-            await js.stream_info(s.stream)
-        except APIError:
-            await js.add_stream(StreamConfig(
-                name=s.stream, subjects=[f"{first}.>"], duplicate_window=s.duplicate_window))
-            log.info("nats sink %s: created stream %s for %s.>", s.name, s.stream, first)
+            if create:
+                await self.streams.ensure(js)
+            return await self.streams.check(js)
+        except (APIError, NatsError, TimeoutError) as exc:
+            log.warning("nats sink %s: cannot check stream %s: %r", self.settings.name,
+                        self.settings.stream, exc)
+            return self.streams.problem
+
+    async def provision(self, scope: Scope, *, dry_run: bool) -> list[Outcome]:
+        """Check (and unless ``dry_run`` create) the events and dead-letter streams."""
+        s = self.settings
+        nc = await self._connect({**self._options(), "allow_reconnect": False})
+        try:
+            return await provision_streams(s, self.subject, nc.jetstream(), dry_run=dry_run)
+        except (TimeoutError, NatsError) as exc:
+            raise SinkError(f"nats sink {s.name}: JetStream at {s.url}: {exc!r}") from exc
+        finally:
+            await nc.close()
 
     async def _on_error(self, exc: Exception) -> None:
         denied = permission_denied(exc)
@@ -303,6 +357,11 @@ class NatsSink:
         if self._nc is None:
             await self.connect()
         assert self._nc is not None
+        if self.streams.problem is not None:  # unusable at the last look: look again
+            problem = await self._streams(self._nc, create=False)
+            if problem is not None:
+                self._ok = False
+                return [problem] * len(events)
         timeout = self.settings.ack_timeout
         unacked = SinkError(f"nats: no PubAck within {timeout}s")
         batch = _Batch(len(events), unacked)
@@ -318,15 +377,33 @@ class NatsSink:
                                f"{self._denied} (the user's permissions deny it)")
             results = [denied if r is unacked else r for r in results]
         self._ok = all(r is None or not r.transient for r in results)
+        if not self._ok:
+            return await self._explain(events, results)
         return results
+
+    async def _explain(self, events: Sequence[Event],
+                       results: list[SinkError | None]) -> list[SinkError | None]:
+        """Publishes no stream held: why (the events stream is missing or contradicts)."""
+        first = next((i for i, r in enumerate(results) if isinstance(r, NoStream)), None)
+        if first is None or self._nc is None:
+            return results
+        problem = await self.streams.explain(self._nc.jetstream(),
+                                             self.subject.render(events[first]))
+        if problem is None:
+            return results
+        return [problem if isinstance(r, NoStream) else r for r in results]
 
     async def dead_letter(self, event: Event, reason: str) -> None:
         if self._nc is None:
             raise SinkError(f"nats sink {self.settings.name} is not connected")
         doc = {"reason": reason, "attributes": event.attributes, "data_bytes": event.size()}
-        await self._nc.publish(self.settings.dead_letter_subject, orjson.dumps(doc),
-                               headers={"Nats-Msg-Id": f"dlq/{event.id}"})
-        await self._nc.flush(timeout=math.ceil(self.settings.ack_timeout))  # int seconds
+        subject = self.settings.dead_letter_subject
+        try:  # acknowledged by the stream that holds the subject
+            await self._nc.jetstream().publish(subject, orjson.dumps(doc),
+                                               timeout=self.settings.ack_timeout,
+                                               headers={"Nats-Msg-Id": f"dlq/{event.id}"})
+        except NoStreamResponseError as exc:
+            raise self.streams.dead_letter_missing(subject) from exc
 
     async def close(self) -> None:
         if self._nc is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from bridge.errors import ConfigError
 from sinks.base import Sink, SinkSettings
 from sinks.jsonl import JsonlSettings, JsonlSink
-from sinks.kafka import KafkaSettings, KafkaSink
+from sinks.kafka import KafkaSettings, KafkaSink, Transactions
 from sinks.nats import NatsSettings, NatsSink
 from sinks.null import NullSettings, NullSink
 
@@ -45,11 +45,15 @@ def plugin_settings(settings: SinkSettings) -> SinkSettings:
     return model.model_validate(settings.model_dump())
 
 
-def build(settings: SinkSettings, cluster: str, max_event_bytes: int) -> Sink:
+def build(settings: SinkSettings, cluster: str, max_event_bytes: int, *,
+          transactions: Transactions | None = None) -> Sink:
+    """``transactions``: the checkpoint store's producer, for an exactly-once Kafka sink."""
     if isinstance(settings, JsonlSettings):
         return JsonlSink(settings)
     if isinstance(settings, KafkaSettings):
-        return KafkaSink(settings, cluster, max_event_bytes)
+        eo = settings.delivery == "exactly-once"
+        return KafkaSink(settings, cluster, max_event_bytes,
+                         transactions=transactions if eo else None)
     if isinstance(settings, NatsSettings):
         return NatsSink(settings, cluster)
     if isinstance(settings, NullSettings):

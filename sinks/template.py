@@ -54,6 +54,12 @@ class Template:
     def _clean(self, value: str) -> str:
         return (_UNSAFE.sub("_", value) or "_") if self.sanitize else value
 
+    def render_values(self, values: dict[str, str]) -> str:
+        """The template with these placeholder values (and the cluster's), cleaned like an
+        event's: what ``provision`` creates ahead of the events."""
+        return self.template.format_map(
+            {k: self._clean(v) for k, v in {**values, "cluster": self.cluster}.items()})
+
     def render(self, event: Event) -> str:
         delta = event.delta
         res = delta.resource

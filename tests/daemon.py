@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.env.procs import free_port
+from tests.env.procs import port_open
 
 
 def write_config(path: Path, **config: Any) -> Path:
@@ -80,8 +82,23 @@ class BridgeProcess:
             return ""
 
 
+def restartable_port() -> int:
+    """A free port below the kernel's ephemeral range (32768-60999 on Linux): a bridge that is
+    killed and restarted binds it again, and meanwhile no outgoing connection can take it."""
+    while True:
+        port = random.randrange(20_000, 32_000)
+        if port_open(port, timeout=0.1):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 def bridge(tmp: Path, **config: Any) -> BridgeProcess:
-    port = free_port(set())
+    port = restartable_port()
     config.setdefault("http", {"port": port, "address": "127.0.0.1"})
     config.setdefault("checkpoint", {"store": "file", "path": str(tmp / "checkpoint"),
                                      "interval": 0.5})

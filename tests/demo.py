@@ -1,8 +1,14 @@
 """``make demo``: the local control plane, sample CRDs, the bridge with the jsonl sink on the
-terminal, and a small workload; the CloudEvents are shown as they arrive."""
+terminal, and a small workload; the CloudEvents are shown as they arrive.
+
+``make demo SINK=kafka`` (or ``SINK=nats``): the bridge sends to the test world's Kafka broker
+(or NATS JetStream) instead, after ``kube-event-bridge provision`` has created the topics (or
+the stream); a consumer (Kafka: ``read_committed``) prints what it receives."""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import os
 import signal
 import subprocess
@@ -19,8 +25,9 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from tests.env.procs import free_port
-from tests.env.world import World
+from tests.env.world import Endpoints, World
 from tests.kubetools import create_crd, ensure_namespace
+from tests.readback import _partitions as kafka_partitions
 
 ROOT = Path(__file__).resolve().parents[1]
 TTY = sys.stdout.isatty()
@@ -43,6 +50,94 @@ def show_events(stream: IO[bytes], count: list[int]) -> None:
         compact = {k: event[k] for k in ("id", "source", "type", "time", "partitionkey")}
         compact["data.spec"] = data.get("spec")
         print(color("2", "  " + orjson.dumps(compact).decode()))
+
+
+def show_received(headers: dict[str, str], prefix: str, where: str) -> None:
+    """One event as a consumer received it: its CloudEvents attributes from the headers."""
+    change = headers[prefix + "type"].rsplit(".", 1)[-1]
+    tint = {"added": "32", "updated": "33", "deleted": "31"}.get(change, "0")
+    synthetic = " (snapshot)" if headers.get(prefix + "synthetic") == "true" else ""
+    print(color(tint, f"◆ consumer got {change:8}") + f" {headers[prefix + 'kind']} "
+          f"{headers[prefix + 'subject']}  id={headers[prefix + 'id']}{synthetic}"
+          + color("2", f"  ({where})"))
+
+
+KAFKA_TOPICS = "demo.{group}.{plural}"
+NATS_STREAM = "KEB_DEMO"
+
+
+async def consume_kafka(bootstrap: str, stop: threading.Event, count: list[int],
+                        started: threading.Event) -> None:
+    """Read the demo's topics from their current end, as a read_committed consumer."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed")
+    await consumer.start()
+    try:
+        topics = [t for t in await consumer.topics() if t.startswith("demo.")]
+        partitions = [TopicPartition(t, p) for t in topics
+                      for p in await kafka_partitions(consumer, t)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)  # resolve "end" now, before the bridge sends
+        started.set()
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    headers = {k: v.decode() for k, v in record.headers}
+                    if record.value is None or "ce_type" not in headers:
+                        continue
+                    count[0] += 1
+                    show_received(headers, "ce_", f"topic {tp.topic} partition "
+                                  f"{tp.partition} offset {record.offset}")
+    finally:
+        started.set()
+        await consumer.stop()
+
+
+async def consume_nats(url: str, stop: threading.Event, count: list[int],
+                       started: threading.Event) -> None:
+    """An ordered JetStream consumer of the demo stream, from new messages on."""
+    from urllib.parse import unquote
+
+    import nats
+    from nats.aio.msg import Msg
+    from nats.js.api import DeliverPolicy
+
+    nc = await nats.connect(url)
+
+    async def received(msg: Msg) -> None:
+        headers = {k: unquote(v) for k, v in (msg.headers or {}).items()}
+        count[0] += 1
+        show_received(headers, "ce-", f"subject {msg.subject}, stream sequence "
+                      f"{msg.metadata.sequence.stream}")
+
+    try:
+        await nc.jetstream().subscribe("demo.>", stream=NATS_STREAM, cb=received,
+                                       ordered_consumer=True,
+                                       deliver_policy=DeliverPolicy.NEW)
+        started.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.2)
+    finally:
+        started.set()
+        await nc.close()
+
+
+def sink_config(sink: str, endpoints: Endpoints) -> dict[str, object]:
+    if sink == "kafka":
+        return {"name": "bus", "type": "kafka",
+                "bootstrap_servers": endpoints.kafka_bootstrap_servers,
+                "topic": KAFKA_TOPICS, "dead_letter_topic": "demo.dead-letters"}
+    if sink == "nats":
+        return {"name": "js", "type": "nats", "url": endpoints.nats_url,
+                "stream": NATS_STREAM, "subject": "demo.{group}.{plural}.{namespace}.{name}",
+                "dead_letter_subject": "demo-dead-letters",
+                "dead_letter_stream": f"{NATS_STREAM}_DLQ"}
+    return {"name": "terminal", "type": "jsonl", "path": "-"}
 
 
 def show_logs(stream: IO[bytes]) -> None:
@@ -83,7 +178,21 @@ def workload(api: k8s.ApiClient) -> None:
         step()
 
 
+def provision(config: Path) -> None:
+    print(color("1", f"running: kube-event-bridge provision --config {config}"))
+    done = subprocess.run([sys.executable, "-m", "bridge.cli", "provision", "--config",
+                           str(config)], capture_output=True, text=True, timeout=120)
+    for line in (done.stdout + done.stderr).splitlines():
+        print(color("2;36", "  provision | " + line))
+    if done.returncode != 0:
+        raise SystemExit(f"provision failed with exit code {done.returncode}")
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sink", choices=["jsonl", "kafka", "nats"], default="jsonl",
+                        help="where the bridge sends (kafka, nats: the test world's brokers)")
+    sink = parser.parse_args().sink
     print(color("1", "starting the local control plane (first run builds it, ~10 min)..."))
     endpoints = World().up()
     api = k8s_config.new_client_from_config(config_file=str(endpoints.kubeconfig))
@@ -102,9 +211,19 @@ def main() -> int:
             "cluster": "demo", "kubeconfig": str(endpoints.kubeconfig),
             "http": {"port": free_port(set()), "address": "127.0.0.1"},
             "watch": {"include": ["*demo.example.com/*"]},
-            "sinks": [{"name": "terminal", "type": "jsonl", "path": "-"}],
+            "sinks": [sink_config(sink, endpoints)],
             "checkpoint": {"path": tmp},
         }))
+        consumer: threading.Thread | None = None
+        stop, started, received = threading.Event(), threading.Event(), [0]
+        if sink != "jsonl":
+            provision(config)
+            consume = consume_kafka(endpoints.kafka_bootstrap_servers, stop, received,
+                                    started) if sink == "kafka" else consume_nats(
+                endpoints.nats_url, stop, received, started)
+            consumer = threading.Thread(target=asyncio.run, args=(consume,))
+            consumer.start()
+            started.wait(60)
         print(color("1", f"running: kube-event-bridge run --config {config}"))
         bridge = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config",
                                    str(config)], stdout=subprocess.PIPE,
@@ -122,7 +241,13 @@ def main() -> int:
         code = bridge.wait(30)
         for reader in readers:
             reader.join(5)
-    print(color("1", f"demo done: {count[0]} CloudEvents, bridge exit code {code}. "
+        if consumer is not None:
+            stop.set()
+            consumer.join(10)
+            count = received
+    where = {"jsonl": "on the terminal", "kafka": "read back from Kafka",
+             "nats": "read back from JetStream"}[sink]
+    print(color("1", f"demo done: {count[0]} CloudEvents {where}, bridge exit code {code}. "
                      "Next: `make test`; configure real sinks from config/example.yaml."))
     return 0 if code == 0 and count[0] > 0 else 1
 

@@ -36,12 +36,16 @@ async def kafka_topics(bootstrap: str, prefix: str) -> list[str]:
         await consumer.stop()
 
 
-async def kafka_all(bootstrap: str, topics: list[str]) -> list[Received]:
+async def kafka_all(bootstrap: str, topics: list[str], *,
+                    isolation: str = "read_uncommitted") -> list[Received]:
     """Every record of ``topics`` from the beginning to the current end, parsed with the
-    CloudEvents SDK's Kafka binding (binary or structured content mode)."""
+    CloudEvents SDK's Kafka binding (binary or structured content mode). ``isolation``:
+    ``read_committed`` skips records of aborted transactions and stops at the first
+    transaction still open."""
     if not topics:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level=isolation)
     await consumer.start()
     out: list[Received] = []
     try:

@@ -65,7 +65,8 @@ class Rig:
         return bridge(folder, **config)
 
     async def kafka(self) -> list[Received]:
-        topics = await kafka_topics(self.endpoints.kafka_bootstrap_servers, self.topic_prefix)
+        topics = await kafka_topics(self.endpoints.kafka_bootstrap_servers,
+                                    self.topic_prefix + ".")  # not a checkpoint topic
         return await kafka_all(self.endpoints.kafka_bootstrap_servers, topics)
 
     async def nats(self) -> list[Received]:
@@ -84,3 +85,15 @@ class Rig:
             if (not kafka.lost and not nats.lost) or time.monotonic() - started > timeout:
                 return kafka, nats, time.monotonic() - started
             await asyncio.sleep(0.5)
+
+
+async def watching_again(rig: Rig) -> None:
+    """Until a probe change written now to every kind is delivered: from then on every stream
+    watches from a valid position, so every later change is owed exactly (earlier ones were
+    in a gap)."""
+    probes = set(rig.work.probes())
+    deadline = time.monotonic() + 60
+    while not probes <= {r.id for r in await rig.kafka()}:
+        assert time.monotonic() < deadline, rig.process.tail()
+        await asyncio.sleep(0.2)
+    rig.work.truth.in_gap = False

@@ -13,7 +13,7 @@ records (``bridge.checkpoint.journal``): both come back as uncertain objects on 
 
 A journal segment is one JSON document, written whole (a store never exposes half of one):
 
-    {"j": 1, "s": [[stream key, header or null, [[seq, uid, rv, namespace, name] |
+    {"j": 1, "s": [[stream key, header or null, [[seq, uid, rv, namespace, name(, digest)] |
                                                  [seq, uid], ...]], ...]}
 
 Per stream, the *intents* (changes recorded, made durable before any of them is handed to a
@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, FencedError
 from bridge.watch.inventory import Entry, Inventory
 from bridge.watch.tracker import Header, Record, StreamCheckpoint
 
@@ -48,7 +48,7 @@ class CheckpointError(BridgeError):
     """A checkpoint cannot be read or written."""
 
 
-class CheckpointFenced(CheckpointError):
+class CheckpointFenced(CheckpointError, FencedError):
     """Another writer owns the checkpoint now: this instance must stop (exit 1)."""
 
 
@@ -62,14 +62,16 @@ class StreamState:
 
 
 def _row(seq: int, uid: str, entry: Entry | None) -> list[object]:
-    return [seq, uid] if entry is None else [seq, uid, *entry]
+    if entry is None:
+        return [seq, uid]
+    return [seq, uid, *entry] if entry.digest else [seq, uid, *entry[:3]]
 
 
 def _intent(row: list[Any]) -> Intent:
     if len(row) == 2:
         return int(row[0]), str(row[1]), None
-    seq, uid, rv, ns, name = row
-    return int(seq), str(uid), Entry(str(rv), str(ns), str(name))
+    seq, uid, rv, ns, name, *digest = row  # a digest: kinds with a noise filter only
+    return int(seq), str(uid), Entry(str(rv), str(ns), str(name), *map(str, digest))
 
 
 def encode_base(states: Iterable[tuple[str, StreamState]]) -> bytes:
@@ -140,7 +142,8 @@ def encode_segments(ops: Iterable[StreamOps], limit: int) -> list[bytes]:
             entry = record.entry
             rows.append(_row(record.seq, record.uid, entry))
             size += _ROW_OVERHEAD + len(record.uid) + (0 if entry is None else len(
-                entry.resource_version) + len(entry.namespace) + len(entry.name))
+                entry.resource_version) + len(entry.namespace) + len(entry.name) + len(
+                entry.digest))
         if rows or header is not None:
             current.append([key, None if header is None else list(header), rows])
             size += _ROW_OVERHEAD + len(key)

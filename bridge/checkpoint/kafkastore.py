@@ -25,6 +25,13 @@ an existing topic that is not compacted is refused (retention would delete the c
 0.1.0 wrote the same manifest and chunk keys without a transaction: it loads as a base with
 no segments, and its keys are tombstoned by the first rebase.
 
+**Exactly-once sinks share the producer** (``sinks.kafka``, ``delivery: exactly-once``):
+delivery holds ``exclusive()`` (which the checkpoint writer also takes around each flush),
+calls ``begin()`` to open a transaction, sends the events through ``producer``, and the
+writer's next append or rebase, inside that transaction, commits events and checkpoint
+together. ``abort()`` ends a transaction that failed before its commit; a commit whose
+outcome is unknown is settled by the next ``begin()``, which says whether it landed.
+
 Cost: an append is one transaction of one record (the segment, about 100 bytes per change,
 plus the transaction markers); a rebase writes ``ceil(base / 512 KiB) + 1`` records and one
 tombstone per replaced chunk and segment. A load reads the whole (compacted) topic once.
@@ -36,6 +43,8 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,8 +53,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaConnectionError, KafkaError, ProducerFenced
 
 from bridge.checkpoint.chunks import Doubt, Manifest, fenced, join, split
-from bridge.checkpoint.codec import CheckpointError
+from bridge.checkpoint.codec import CheckpointError, CheckpointFenced
 from bridge.checkpoint.store import Stored
+from bridge.checkpoint.tasklock import TaskLock
 from sinks.kafka_security import SaslSettings, diagnose, not_authorized, security_options
 from sinks.tls import TlsSettings
 
@@ -53,6 +63,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 512 * 1024
 MAX_RECORD = 2 * 1024 * 1024  # the topic's max.message.bytes and the producer's request limit
+HEARTBEAT = 5.0  # seconds without a commit before ``guard`` commits one (fencing check)
 READ_TIMEOUT = 120.0  # seconds a load waits for the topic's open transactions to finish
 _TOPIC_EXISTS = 36
 
@@ -65,7 +76,10 @@ class KafkaStore:
     def __init__(self, bootstrap_servers: str, topic: str, checkpoint_id: str, *,
                  tls: TlsSettings | None = None, sasl: SaslSettings | None = None,
                  replication_factor: int = 1, min_insync_replicas: int = 1,
-                 client_id: str = "kube-event-bridge") -> None:
+                 client_id: str = "kube-event-bridge",
+                 producer_options: dict[str, Any] | None = None) -> None:
+        """``producer_options``: an exactly-once sink's producer settings (the producer is
+        shared with it); the transactional id and the request size stay the store's."""
         self.bootstrap = bootstrap_servers
         self.topic = topic
         self.id = checkpoint_id
@@ -76,9 +90,14 @@ class KafkaStore:
         self._options: dict[str, Any] = {"bootstrap_servers": bootstrap_servers,
                                          "client_id": client_id,
                                          **security_options(tls, sasl)}
+        self._producer_options = dict(producer_options or {})
         self._security = (tls, sasl)
         self._topic_checked = False
         self._producer: AIOKafkaProducer | None = None
+        self._open: AIOKafkaProducer | None = None  # in a transaction begun by ``begin``
+        self._exclusive = TaskLock()
+        self._landed = False  # the write in doubt that the last ``_writable`` settled
+        self._last_commit = time.monotonic()
         self._reset()
 
     def _reset(self) -> None:
@@ -230,8 +249,10 @@ class KafkaStore:
         """A new transactional producer: starting it fences every earlier one with the same
         transactional id and finishes their open transactions."""
         await self._drop_producer()
-        producer = AIOKafkaProducer(**self._options, transactional_id=self.transactional_id,
-                                    enable_idempotence=True, max_request_size=MAX_RECORD)
+        options = {**self._options, **self._producer_options}
+        options["max_request_size"] = max(MAX_RECORD, options.get("max_request_size", 0))
+        options.update(transactional_id=self.transactional_id, enable_idempotence=True)
+        producer = AIOKafkaProducer(**options)
         try:
             await producer.start()
         except BaseException:
@@ -241,7 +262,7 @@ class KafkaStore:
         return producer
 
     async def _drop_producer(self) -> None:
-        producer, self._producer = self._producer, None
+        producer, self._producer, self._open = self._producer, None, None
         if producer is not None:
             try:
                 await producer.stop()
@@ -253,8 +274,11 @@ class KafkaStore:
         exactly what this instance wrote (plus the write in doubt, or not)."""
         if self._fenced:
             raise fenced(self.description, "fenced earlier; load again to take over")
+        self._landed = False
         if self._producer is not None and not self._verify:
-            return self._producer
+            self._check(self._producer)
+            if not self._verify:
+                return self._producer
         producer = await self._start_producer()
         latest = await self._read()
         doubt, self._doubt = self._doubt, None
@@ -264,6 +288,7 @@ class KafkaStore:
             old, self._current = self._current, doubt.manifest  # the rebase landed
             self._garbage.update(self._replaced(old))
             self._segments = 0
+            self._landed = True
         elif raw != mine:
             self._fenced = True
             raise fenced(self.description, "the manifest was changed by another writer")
@@ -271,31 +296,103 @@ class KafkaStore:
         if (doubt is not None and doubt.kind == "segment" and
                 len(segments) == self._segments + 1 and segments[-1] == doubt.value):
             self._segments += 1  # the append landed
+            self._landed = True
         elif len(segments) != self._segments:
             self._fenced = True
             raise fenced(self.description, "segments were written by another writer")
         self._verify = False
         return producer
 
-    async def _transaction(self, records: list[tuple[str, bytes | None]],
-                           doubt: Doubt) -> None:
+    # ---- transactions shared with an exactly-once sink --------------------------------------
+
+    def exclusive(self) -> AbstractAsyncContextManager[None]:
+        """Held around a whole transaction: by delivery from ``begin`` to the commit, by the
+        checkpoint writer around each flush (re-entrant for the task holding it)."""
+        return self._exclusive.hold()
+
+    async def begin(self) -> bool:
+        """Open a transaction (under ``exclusive``); its commit is the next append or rebase.
+        Returns whether a commit whose outcome was unknown turned out to have landed."""
         producer = await self._writable()
+        landed = self._landed
         try:
             await producer.begin_transaction()
+        except ProducerFenced as exc:
+            raise self._fenced_by(exc) from exc
+        self._open = producer
+        return landed
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer of the open transaction (for an exactly-once sink's sends)."""
+        if self._open is None:
+            raise CheckpointError(f"checkpoint {self.description}: no transaction is open")
+        self._check(self._open)
+        if self._verify:
+            raise CheckpointError(f"checkpoint {self.description}: the producer failed")
+        return self._open
+
+    def _check(self, producer: AIOKafkaProducer) -> None:
+        """Raise ``CheckpointFenced`` if the producer's sender was fenced; mark the producer
+        for replacement if it ended otherwise (it would never deliver again)."""
+        failure = _sender_failure(producer)
+        if isinstance(failure, ProducerFenced):
+            raise self._fenced_by(failure)
+        if failure is not None:
+            log.warning("checkpoint %s: the producer failed (%r); starting a new one",
+                        self.description, failure)
+            self._verify = True
+
+    async def abort(self) -> None:
+        """End the open transaction without committing (nothing of it becomes visible)."""
+        producer, self._open = self._open, None
+        if producer is None:
+            return
+        self._check(producer)
+        if self._verify:
+            await self._drop_producer()
+            return
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), READ_TIMEOUT)
+        except ProducerFenced as exc:
+            raise self._fenced_by(exc) from exc
+        except Exception as exc:  # the producer is unusable: a new one, after a check
+            log.warning("checkpoint %s: aborting a transaction failed (%r); starting a new "
+                        "producer", self.description, exc)
+            self._verify = True
+            await self._drop_producer()
+
+    def _fenced_by(self, exc: BaseException) -> BaseException:
+        self._fenced = True
+        self._open = None
+        return fenced(self.description, "a newer producer uses transactional id "
+                      f"{self.transactional_id} ({exc!r})")
+
+    async def _transaction(self, records: list[tuple[str, bytes | None]],
+                           doubt: Doubt | None) -> None:
+        """One transaction with ``records``: the open one (begun by ``begin``, holding an
+        exactly-once sink's events), else a new one."""
+        begun, self._open = self._open, None
+        producer = begun if begun is not None else await self._writable()
+        try:
+            if begun is None:
+                await producer.begin_transaction()
+            self._check(producer)
             sent = [await producer.send(self.topic, value, key=key.encode())
                     for key, value in records]
             # every record's outcome is taken (a refusal fails them all: none is left
             # unretrieved), then the first failure is raised
-            outcomes = await asyncio.gather(*sent, return_exceptions=True)
-            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            outcomes = asyncio.gather(*sent, return_exceptions=True)
+            await _unless_sender_ends(producer, outcomes)
+            failed = next((o for o in outcomes.result() if isinstance(o, BaseException)), None)
             if failed is not None:
                 raise failed
-            await producer.commit_transaction()
+            await _unless_sender_ends(producer, producer.commit_transaction())
+            self._last_commit = time.monotonic()
         except ProducerFenced as exc:
-            self._fenced = True
+            error = self._fenced_by(exc)
             await self._drop_producer()
-            raise fenced(self.description, "a newer producer uses transactional id "
-                         f"{self.transactional_id}") from exc
+            raise error from exc
         except BaseException as exc:
             self._doubt, self._verify = doubt, True
             _take_transaction_error(producer)
@@ -304,6 +401,26 @@ class KafkaStore:
             if denied is not None:
                 raise CheckpointError(denied) from exc
             raise
+
+    async def guard(self, may_write: Callable[[], bool]) -> None:
+        """Notice a takeover while idle: after ``HEARTBEAT`` seconds without a commit, commit
+        a tiny record (key ``ID/alive``, compacted away), so an instance whose transactional
+        id was taken over (a second instance, a standby) learns it within that time and
+        stops (``CheckpointFenced``) instead of claiming readiness until its next change.
+        Nothing is written once ``may_write`` says no (a deposed leader must not write)."""
+        alive = f"{self.id}/alive"
+        while True:
+            await asyncio.sleep(max(0.1, self._last_commit + HEARTBEAT - time.monotonic()))
+            if time.monotonic() - self._last_commit < HEARTBEAT or not may_write():
+                continue
+            async with self.exclusive():
+                try:
+                    await self._transaction([(alive, str(time.time()).encode())], None)
+                except CheckpointFenced:
+                    raise
+                except Exception as exc:  # the next checkpoint write reports and retries
+                    log.debug("checkpoint %s: heartbeat failed: %r", self.description, exc)
+                    self._last_commit = time.monotonic()
 
     # ---- append and rebase -------------------------------------------------------------------
 
@@ -351,3 +468,28 @@ def _take_transaction_error(producer: AIOKafkaProducer) -> None:
     waiter = manager.wait_for_transaction_end() if manager is not None else None
     if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
         waiter.exception()
+
+
+def _sender_failure(producer: AIOKafkaProducer) -> BaseException | None:
+    """Why the producer's background sender ended (aiokafka fails what is queued then, but
+    a send queued later would wait forever), or None while it runs."""
+    task = producer._sender.sender_task  # aiokafka has no public accessor
+    if task is None or not task.done() or task.cancelled():
+        return None
+    failure: BaseException | None = task.exception()
+    return failure
+
+
+async def _unless_sender_ends(producer: AIOKafkaProducer, wait: Awaitable[Any]) -> None:
+    """Await ``wait``, or raise why the producer's sender ended first."""
+    waiting = asyncio.ensure_future(wait)
+    sender = producer._sender.sender_task
+    if sender is None:
+        await waiting
+        return
+    await asyncio.wait({waiting, sender}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        failure = _sender_failure(producer)
+        raise failure or KafkaError("the producer's sender stopped")
+    waiting.result()

@@ -18,6 +18,10 @@ Why a write-ahead journal (and not a periodic full save):
   one store write covers many network reads; ``min_write_interval`` bounds writes per second
   (the configmap store: every write is an API request).
 
+With an exactly-once Kafka sink the store's transaction is shared: each flush holds the
+store's ``exclusive()`` lock, and a flush made by delivery inside its open transaction
+(``flush(commit=True)``) is that transaction's commit (``bridge.delivery.transactional``).
+
 A store that cannot be written stops delivery (nothing may leave unjournaled): reported by a
 log line, ``kube_event_bridge_checkpoint_saves_total{result="error"}`` and readiness, then
 retried with backoff; the next successful write is a full base. A fenced store
@@ -31,10 +35,12 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from bridge import metrics
 from bridge.checkpoint.codec import (
+    SEGMENT_VERSION,
     CheckpointFenced,
     StreamOps,
     StreamState,
@@ -48,6 +54,8 @@ from bridge.watch.tracker import Header, StreamCheckpoint, StreamTracker
 log = logging.getLogger(__name__)
 
 Trackers = Callable[[], Mapping[str, StreamTracker]]
+Exclusive = Callable[[], AbstractAsyncContextManager[None]]
+EMPTY_SEGMENT = b'{"j":%d,"s":[]}' % SEGMENT_VERSION  # commits a transaction with nothing new
 WRITE_TIMEOUT = 60.0  # seconds one store write may take before it counts as failed
 STALLED_AFTER = 10.0  # seconds a write may take before readiness reports the store
 
@@ -70,13 +78,16 @@ def _frozen(checkpoint: StreamCheckpoint) -> StreamCheckpoint:
 class CheckpointWriter:
     def __init__(self, store: CheckpointStore, trackers: Trackers, *,
                  options: WriterOptions | None = None,
-                 may_write: Callable[[], bool] = lambda: True) -> None:
+                 may_write: Callable[[], bool] = lambda: True,
+                 exclusive: Exclusive | None = None) -> None:
         """``may_write``: asked right before every store write (False once the daemon is
-        stopping for a fatal reason: a fenced or deposed writer writes nothing more)."""
+        stopping for a fatal reason: a fenced or deposed writer writes nothing more).
+        ``exclusive``: held around each flush (a store transaction shared with a sink)."""
         self.store = store
         self._trackers = trackers
         self.options = options or WriterOptions()
-        self._may_write = may_write
+        self.may_write = may_write
+        self._exclusive: Exclusive = exclusive or nullcontext
         self._lock = asyncio.Lock()  # one flush at a time (the task's and the final one)
         self._unwritten: list[StreamOps] = []  # taken by a write that failed: next time
         self._deferred: dict[str, Header] = {}  # positions moved only by bookmarks
@@ -142,18 +153,20 @@ class CheckpointWriter:
                   "Fix the store (disk full? read-only? permissions? broker down?).",
                   self.store.description, exc, now - self.failing_since)
 
-    async def flush(self, *, final: bool = False) -> None:
+    async def flush(self, *, final: bool = False, commit: bool = False) -> None:
         """One write: a journal segment with every change recorded and every committed
         position moved since the last one, or a new base when the journal has grown too
-        big. Flushes never overlap. ``final``: positions moved by bookmarks go too."""
-        async with self._lock:
+        big. Flushes never overlap. ``final``: positions moved by bookmarks go too.
+        ``commit``: write something even when nothing changed (it commits the caller's
+        open store transaction)."""
+        async with self._exclusive(), self._lock:
             if final:
                 self._deferred_since = -self.options.bookmark_interval
             self._started += 1
             epoch = self._started
             self._writing_since = time.monotonic()
             try:
-                writes = await self._write()
+                writes = await self._write(commit=commit)
             finally:
                 self._writing_since = None
             self._done_writing(writes)
@@ -161,7 +174,7 @@ class CheckpointWriter:
                 self._completed = max(self._completed, epoch)
                 self._done.notify_all()
 
-    async def _write(self) -> int:
+    async def _write(self, *, commit: bool) -> int:
         """The store writes of one flush; returns how many. What a failed or cancelled
         write took from the trackers is kept for the next one (re-writing an intent or a
         position is harmless: replay keys intents by sequence)."""
@@ -182,7 +195,8 @@ class CheckpointWriter:
             return 1
         writes = 0
         self._unwritten = ops
-        for segment in encode_segments(ops, self.store.segment_limit):
+        segments = encode_segments(ops, self.store.segment_limit)
+        for segment in segments or ([EMPTY_SEGMENT] if commit else []):
             await self._store_write(self.store.append, segment)
             self._wrote("journal", len(segment))
             self._journal_bytes += len(segment)
@@ -227,7 +241,7 @@ class CheckpointWriter:
 
     async def _store_write(self, write: Callable[[bytes], Awaitable[None]],
                            data: bytes) -> None:
-        if not self._may_write():  # asked before the write is even begun
+        if not self.may_write():  # asked before the write is even begun
             raise CheckpointFenced("the daemon is stopping for a fatal reason: no more "
                                    "checkpoint writes")
         async with asyncio.timeout(WRITE_TIMEOUT):

@@ -42,6 +42,45 @@ class HttpSettings(Strict):
     port: int = Field(9090, ge=0, le=65535, description="0 disables the HTTP server")
 
 
+def _json_pointers(paths: list[str]) -> list[str]:
+    for path in paths:
+        if not path.startswith("/"):
+            raise ValueError(f"{path!r} is not a JSON pointer: start it with '/'")
+    return paths
+
+
+class IgnoreUpdatesRule(Strict):
+    """A noise filter: updates of matching kinds that are recorded (checkpoint and inventory
+    advance) but not sent, and counted in `events_suppressed_total`. Adds and deletes are
+    always sent. Every rule matching a kind applies; an update is suppressed when either test
+    says it is noise. Only an update whose previous state the bridge knows can be suppressed:
+    the first update of an object not seen since before the rule existed is sent. See the
+    README section *Noise filters* for what consumers then see."""
+
+    kind: str = Field(description='glob over "group/plural" or "group/Kind" (core group: '
+                      '"core"), like `watch.exclude`')
+    status_only: bool = Field(False, description="suppress an update that leaves "
+                              "`metadata.generation` unchanged: status changes, and also "
+                              "label, annotation and finalizer changes (the API server bumps "
+                              "the generation only for spec changes and when a deletion "
+                              "starts); objects without a generation are always sent")
+    pointers: list[str] = Field(default_factory=list, description="suppress an update whose "
+                                "only differences are at these JSON pointers (`*` matches "
+                                "every array element or object value, e.g. "
+                                "/status/conditions/*/lastHeartbeatTime; /status for "
+                                "status-only changes that keep label changes); "
+                                "/metadata/resourceVersion, /metadata/managedFields and "
+                                "/metadata/generation are implied")
+
+    _pointers = field_validator("pointers")(_json_pointers)
+
+    @model_validator(mode="after")
+    def _something(self) -> IgnoreUpdatesRule:
+        if not self.status_only and not self.pointers:
+            raise ValueError("a rule needs status_only: true or pointers")
+        return self
+
+
 class WatchSettings(Strict):
     """What is watched: every served CRD kind by default (discovered live), plus the built-in kinds
     you name; filters are applied server-side where the API allows."""
@@ -59,13 +98,16 @@ class WatchSettings(Strict):
                                   "otherwise one stream per listed namespace")
     label_selector: str = Field("", description="server-side label selector")
     field_selector: str = Field("", description="server-side field selector")
-    event_types: list[EventType] = Field(default_factory=lambda: list(ALL_EVENT_TYPES))
+    event_types: list[EventType] = Field(default_factory=lambda: list(ALL_EVENT_TYPES),
+                                        description="change types sent; the others are "
+                                        "recorded (the checkpoint moves) but not sent")
     initial: Literal["snapshot", "skip"] = Field(
         "snapshot", description="first start without a checkpoint: one synthetic `added` "
         "per existing object, or nothing")
     versions: dict[str, str] = Field(default_factory=dict, description='"plural.group" -> '
                                      "API version to watch instead of the preferred one")
-    page_size: int = Field(500, ge=1, le=10_000)
+    page_size: int = Field(500, ge=1, le=10_000, description="objects per page of a "
+                           "paginated list (when the streaming watch-list is not used)")
     list_concurrency: int = Field(8, ge=1, le=256,
                                   description="simultaneous initial lists/re-lists")
     read_timeout: float = Field(120.0, ge=5, description="seconds without a byte before a "
@@ -74,6 +116,8 @@ class WatchSettings(Strict):
                              "(sendInitialEvents) where the server supports it")
     recheck_interval: float = Field(60.0, ge=1, description="seconds between re-checks of "
                                     "forbidden or vanished kinds")
+    ignore_updates: list[IgnoreUpdatesRule] = Field(
+        default_factory=list, description="noise filters: updates not sent (per kind glob)")
 
 
 class RedactionSettings(Strict):
@@ -82,28 +126,26 @@ class RedactionSettings(Strict):
     kind: str = Field(description='glob over "group/Kind"')
     paths: list[str] = Field(description="JSON pointers to remove, e.g. /spec/password")
 
-    @field_validator("paths")
-    @classmethod
-    def _pointers(cls, paths: list[str]) -> list[str]:
-        for path in paths:
-            if not path.startswith("/"):
-                raise ValueError(f"{path!r} is not a JSON pointer: start it with '/'")
-        return paths
+    _pointers = field_validator("paths")(_json_pointers)
 
 
 class EventSettings(Strict):
-    """How changes become CloudEvents (DESIGN section 2): type prefix, partition key, payload
-    redaction and the size policy."""
+    """How changes become CloudEvents (the README's *The event format*): type prefix,
+    partition key, payload redaction and the size policy."""
 
     type_prefix: str = Field("io.k8s.resource",
                              description="CloudEvents type = <prefix>.added|updated|deleted")
-    partition_key: Literal["uid", "namespace/name"] = "uid"
+    partition_key: Literal["uid", "namespace/name"] = Field(
+        "uid", description="the `partitionkey` attribute and Kafka record key: per-object "
+        "order holds for events with the same key")
     previous: Literal["none", "state", "patch"] = Field(
         "none", description='updates also carry the previous state or an RFC 6902 patch; '
         'data becomes {"object": ..., "previous"|"patch": ...} (costs memory: the last '
         "state of every object is kept)")
-    strip_managed_fields: bool = True
-    redact: list[RedactionSettings] = Field(default_factory=list)
+    strip_managed_fields: bool = Field(True, description="remove `metadata.managedFields` "
+                                       "from `data`")
+    redact: list[RedactionSettings] = Field(default_factory=list, description="JSON pointers "
+                                            "removed from `data`, per kind glob")
     allow_secret_data: bool = Field(False, description="Secret data/stringData are removed "
                                     "unless this is true")
     max_bytes: int = Field(1_000_000, ge=4096, description="size policy limit per event")
@@ -122,7 +164,9 @@ class CheckpointSettings(Strict):
     process is known after a crash); acknowledgements are journaled within `interval`; the
     base is rewritten only when the journal outgrows `compact_ratio` times it."""
 
-    store: Literal["file", "configmap", "kafka", "nats-kv"] = "file"
+    store: Literal["file", "configmap", "kafka", "nats-kv"] = Field(
+        "file", description="where: a local directory, ConfigMaps in the cluster, a compacted "
+        "Kafka topic or a NATS KV bucket (docs/checkpoints.md compares them)")
     path: str = Field("./.kube-event-bridge", description="file store: directory")
     interval: float = Field(1.0, ge=0.05, le=60, description="seconds within which "
                             "acknowledged changes reach the store (a crash repeats at most "
@@ -183,26 +227,39 @@ class CheckpointSettings(Strict):
 class LogSettings(Strict):
     """Structured logs on standard error."""
 
-    format: Literal["json", "console"] = "console"
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = Field("console", description="one JSON object "
+                                               "per line, or human-readable lines")
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="the "
+                                                               "least severe level written")
 
 
 class LeaderElectionSettings(Strict):
     """Active/standby replicas coordinated through a `coordination.k8s.io` Lease."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="off: this process always leads")
     namespace: str = Field("", description="namespace of the Lease (default: own)")
-    name: str = "kube-event-bridge"
-    lease_duration: float = Field(15.0, ge=2)
-    renew_deadline: float = Field(10.0, ge=1)
-    retry_period: float = Field(2.0, ge=0.2)
+    name: str = Field("kube-event-bridge", description="name of the Lease")
+    lease_duration: float = Field(15.0, ge=2, description="seconds a Lease whose record does "
+                                  "not change (as observed locally) stays held; then a "
+                                  "standby takes it")
+    renew_deadline: float = Field(10.0, ge=1, description="seconds within which the leader "
+                                  "must renew, or it stops (exit 1); shorter than "
+                                  "lease_duration")
+    retry_period: float = Field(2.0, ge=0.2, description="seconds between renewals (and "
+                                "between a standby's attempts)")
+
+
+def _not_builtin(schema: dict[str, Any]) -> None:
+    """A plugin's ``type`` is none of the built-in ones (so that exactly one ``oneOf`` branch
+    of the JSON schema matches a sink)."""
+    schema["properties"]["type"]["not"] = {"enum": list(BUILTIN_SINKS)}
 
 
 class PluginSinkSettings(SinkSettings):
     """A sink from a Python entry point (group ``kube_event_bridge.sinks``); its own options
     are validated by the plugin."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra=_not_builtin)
 
 
 def _sink_tag(value: Any) -> str:
@@ -249,3 +306,41 @@ class Config(Strict):
                 raise ValueError(f"duplicate sink name {sink.name!r}: names must be unique")
             seen.add(sink.name)
         return sinks
+
+    @model_validator(mode="after")
+    def _exactly_once(self) -> Config:
+        """An exactly-once Kafka sink shares the checkpoint store's transactional producer:
+        the store must be `kafka` on the same cluster; its TLS/SASL default to the sink's."""
+        sinks = self.exactly_once_sinks()
+        if not sinks:
+            return self
+        names = ", ".join(s.name for s in sinks)
+        if len(sinks) > 1:
+            raise ValueError(f"sinks {names}: at most one kafka sink may use delivery "
+                             "exactly-once (its events and the checkpoint are committed in "
+                             "one transaction)")
+        sink, c = sinks[0], self.checkpoint
+        if c.store != "kafka":
+            raise ValueError(f"sink {names}: delivery exactly-once needs `checkpoint: {{store: "
+                             f"kafka, bootstrap_servers: {sink.bootstrap_servers}}}` (the "
+                             "checkpoint is committed in the same Kafka transaction as the "
+                             f"events); the checkpoint store is {c.store!r}")
+        if _servers(c.bootstrap_servers) != _servers(sink.bootstrap_servers):
+            raise ValueError(f"sink {names}: delivery exactly-once needs the checkpoint on "
+                             f"the same Kafka cluster: checkpoint.bootstrap_servers is "
+                             f"{c.bootstrap_servers!r}, the sink's {sink.bootstrap_servers!r}")
+        if c.tls is None and c.sasl is None:
+            c.tls, c.sasl = sink.tls, sink.sasl
+        elif (c.tls, c.sasl) != (sink.tls, sink.sasl):
+            raise ValueError(f"sink {names}: delivery exactly-once shares one producer with "
+                             "the checkpoint store, so checkpoint.tls/sasl must equal the "
+                             "sink's (or be left out: they default to the sink's)")
+        return self
+
+    def exactly_once_sinks(self) -> list[KafkaSettings]:
+        return [s for s in self.sinks
+                if isinstance(s, KafkaSettings) and s.delivery == "exactly-once"]
+
+
+def _servers(bootstrap: str) -> set[str]:
+    return {server.strip() for server in bootstrap.split(",") if server.strip()}

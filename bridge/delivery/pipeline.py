@@ -1,6 +1,9 @@
 """Deltas in, CloudEvents out to every routed sink; a delta is acked (and so may enter the
 checkpoint) only when every sink it was routed to has acknowledged it (Benthos-style acks
-travelling back to the input). Deltas arrive, and acks travel back, in batches."""
+travelling back to the input). Deltas arrive, and acks travel back, in batches.
+
+An exactly-once sink's worker (``bridge.delivery.transactional``) takes an event only once
+every other sink it is routed to has acknowledged it."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from typing import Protocol
 from bridge import metrics
 from bridge.delivery.router import matches
 from bridge.delivery.size import SizePolicy
+from bridge.delivery.transactional import TransactionalWorker, TransactionPlan
 from bridge.delivery.worker import SinkWorker
 from bridge.events.builder import EventBuilder
 from bridge.events.event import Event
@@ -29,14 +33,23 @@ class DeltaSource(Protocol):
 class Delivery:
     def __init__(self, source: DeltaSource, builder: EventBuilder, sinks: list[Sink],
                  policy: SizePolicy | None = None, *,
-                 durable: Callable[[], Awaitable[None]] | None = None) -> None:
+                 durable: Callable[[], Awaitable[None]] | None = None,
+                 exactly_once: dict[str, TransactionPlan] | None = None) -> None:
         """``durable``: awaited before each dispatch; returns once every change recorded so
-        far is in the checkpoint journal (nothing leaves the process unjournaled)."""
+        far is in the checkpoint journal (nothing leaves the process unjournaled).
+        ``exactly_once``: sink name -> how its transactions run."""
         self.source = source
         self._durable = durable
         self.builder = builder
         self.policy = policy or SizePolicy()
-        self.workers = [SinkWorker(sink, self._acked) for sink in sinks]
+        plans = exactly_once or {}
+        self._committers: list[TransactionalWorker] = [
+            TransactionalWorker(sink, self._acked, plan=plans[sink.settings.name],
+                                ready=self._ready)
+            for sink in sinks if sink.settings.name in plans]
+        by_name = {w.name: w for w in self._committers}
+        self.workers: list[SinkWorker] = [by_name.get(sink.settings.name)
+                                          or SinkWorker(sink, self._acked) for sink in sinks]
         self._routes: list[RouteFilter | None] = [  # None: the sink takes everything
             _route(w.sink.settings.filter) for w in self.workers]
         self._remaining: dict[Event, int] = {}  # events routed to several sinks: acks owed
@@ -90,6 +103,10 @@ class Delivery:
         if unrouted:
             self.source.ack(unrouted)
 
+    def _ready(self, event: Event) -> bool:
+        """Only one acknowledgement (an exactly-once sink's own) is still owed."""
+        return self._remaining.get(event, 1) == 1
+
     def _acked(self, events: list[Event]) -> None:
         done: list[Delta] = []
         remaining = self._remaining
@@ -99,6 +116,9 @@ class Delivery:
                 remaining[event] = left
             else:
                 done.append(event.delta)
+        if self._committers and len(done) < len(events):
+            for committer in self._committers:
+                committer.wake()
         if not done:
             return
         self._in_flight -= len(done)
@@ -117,6 +137,10 @@ class Delivery:
         stalled on acknowledgements, unhealthy, unable to dead-letter, or stopped for good
         after breaking the sink protocol."""
         return [w.name for w in self.workers if w.down]
+
+    def down_reasons(self) -> dict[str, str]:
+        """Each down sink's ``down_reason``."""
+        return {w.name: reason for w in self.workers if (reason := w.down_reason) is not None}
 
     async def drain(self) -> bool:
         """Wait until everything dispatched is acknowledged (used at shutdown)."""

@@ -25,6 +25,11 @@ behind it, so the in-flight window fills and reading from the cluster pauses (ba
   acknowledges nothing from that batch on and never sends again. It does not end either
   (a daemon-level task that ends is fatal): it holds its events, so the checkpoint stays
   before them, while sinks that are not routed those events go on.
+- **destination missing or contradicting**: a send or dead letter failed with a
+  ``DestinationError`` (a Kafka topic or NATS stream that does not exist, or whose settings
+  contradict the sink's config); its message, which names the destination and the command to
+  run, is the down reason, and ``kube_event_bridge_sink_destination_missing{sink,destination,
+  problem}`` is 1 until the sink accepts events again. Retried with the same backoff.
 - **stalled**: a send or a dead letter has been waiting for over 5 s; **unhealthy**: the
   sink's ``healthy`` is false (or raises).
 """
@@ -47,6 +52,7 @@ from bridge.events.event import Event
 from bridge.watch.backoff import Backoff
 from bridge.watch.delta import DeltaType
 from sinks.base import Sink, SinkError
+from sinks.provisioning import DestinationError
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,8 @@ class SinkWorker:
         self.sending_since: float | None = None  # a send or a dead letter is awaited
         self.dead_letter_failing = False
         self.protocol_error: str | None = None  # set once, for good
+        self.destination_problem: str | None = None  # a DestinationError's message
+        self._destinations_down: set[tuple[str, str]] = set()  # (destination, problem)
         self._published: dict[tuple[str, DeltaType], Any] = {}  # label children, cached
 
     def submit(self, items: list[tuple[Event, str | None]]) -> None:
@@ -109,6 +117,8 @@ class SinkWorker:
         """Why this sink counts as down (readiness), or None while it delivers."""
         if self.protocol_error is not None:
             return f"protocol violation: {self.protocol_error}"
+        if self.destination_problem is not None:
+            return self.destination_problem
         if self.dead_letter_failing:
             return "dead-letter destination failing"
         if self.failing_since is not None:
@@ -162,6 +172,7 @@ class SinkWorker:
                 self._up()
                 return
             batch = batch[retry_from:]
+            self._destination(error)
             delay = backoff.next_delay()
             self._down(f"{batch[0][0].id}: {error}; retrying {len(batch)} events in "
                        f"{delay:.1f}s")
@@ -230,6 +241,7 @@ class SinkWorker:
             except Exception as exc:
                 dead_letter_failures.labels(sink=self.name).inc()
                 self.dead_letter_failing = True
+                self._destination(exc)
                 delay = backoff.next_delay()
                 self._down(f"dead-lettering event {event.id} ({event.attributes.get('kind')} "
                            f"{event.attributes.get('subject')}) failed (attempt {attempt}): "
@@ -259,7 +271,28 @@ class SinkWorker:
             counter.inc(count)
         self._on_acked(events)
 
+    def _destination(self, error: BaseException | None) -> None:
+        """Show a missing or contradicting destination as the down reason and in the metric,
+        while the sink's failures say so."""
+        if not isinstance(error, DestinationError):
+            self._destinations_fine()
+            return
+        self.destination_problem = str(error)
+        key = (error.destination, error.problem)
+        if key not in self._destinations_down:
+            self._destinations_down.add(key)
+            metrics.destination_missing.labels(sink=self.name, destination=key[0],
+                                               problem=key[1]).set(1)
+
+    def _destinations_fine(self) -> None:
+        for destination, problem in self._destinations_down:
+            metrics.destination_missing.labels(sink=self.name, destination=destination,
+                                               problem=problem).set(0)
+        self._destinations_down.clear()
+        self.destination_problem = None
+
     def _up(self) -> None:
+        self._destinations_fine()
         if self.failing_since is not None:
             log.info("sink %s: delivering again after %.1fs", self.name,
                      time.monotonic() - self.failing_since)

@@ -1,4 +1,4 @@
-"""Delta -> Event, per the event contract (DESIGN section 2).
+"""Delta -> Event, per the event contract (README, *The event format*).
 
 Ids are deterministic: ``{uid}/{resourceVersion}`` for added/updated and ``{uid}/deleted``
 for a deletion, so a re-delivered change always carries the id it had the first time.

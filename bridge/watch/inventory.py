@@ -1,11 +1,13 @@
 """The inventory: what the bridge last delivered per object, packed to stay small.
 
-uid -> (resourceVersion, namespace, name). Keys are the uid's ASCII bytes, values one bytes
-object ``rv \\0 namespace \\0 name``; about 200 bytes per object in CPython (measured by
-``bench``), so 100k objects cost ~20 MB. (Packing a UUID into its 16 raw bytes would save
-~20 bytes per object but cost the hot path a hex conversion per lookup; version-1
-checkpoints, which did that, are still read.) A content hash is deliberately not kept: every
-persisted write changes the resourceVersion, so the resourceVersion alone decides "changed".
+uid -> (resourceVersion, namespace, name[, digest]). Keys are the uid's ASCII bytes, values
+one bytes object ``rv \\0 namespace \\0 name``; about 200 bytes per object in CPython
+(measured by ``bench``), so 100k objects cost ~20 MB. (Packing a UUID into its 16 raw bytes
+would save ~20 bytes per object but cost the hot path a hex conversion per lookup; version-1
+checkpoints, which did that, are still read.) Every persisted write changes the
+resourceVersion, so the resourceVersion alone decides "changed"; only kinds a noise filter
+matches (``bridge.watch.noise``) also keep ``\\0 digest``, a ~20-byte fingerprint that
+decides whether a change is worth sending. Other kinds pay nothing for it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class Entry(NamedTuple):
     resource_version: str
     namespace: str
     name: str
+    digest: str = ""  # a noise filter's fingerprint of the object (empty: none kept)
 
 
 def _legacy_key(key: bytes) -> bytes:
@@ -28,12 +31,19 @@ def _legacy_key(key: bytes) -> bytes:
 
 
 def _pack(entry: Entry) -> bytes:
-    return f"{entry.resource_version}\0{entry.namespace}\0{entry.name}".encode()
+    rv, ns, name, digest = entry
+    if digest:
+        return f"{rv}\0{ns}\0{name}\0{digest}".encode()
+    return f"{rv}\0{ns}\0{name}".encode()
 
 
 def _unpack(value: bytes) -> Entry:
-    rv, ns, name = value.split(b"\0", 2)
-    return Entry(rv.decode(), ns.decode(), name.decode())
+    parts = value.split(b"\0", 3)
+    if len(parts) == 3:
+        rv, ns, name = parts
+        return Entry(rv.decode(), ns.decode(), name.decode())
+    rv, ns, name, digest = parts
+    return Entry(rv.decode(), ns.decode(), name.decode(), digest.decode())
 
 
 _LEN = struct.Struct(">BH")

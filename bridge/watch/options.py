@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from bridge.watch.backoff import Pacing
 from bridge.watch.delta import DeltaType
+from bridge.watch.noise import NoiseRules
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class WatchOptions:
     field_selector: str = ""
     watch_list: bool = True  # try sendInitialEvents; falls back when the server refuses
     event_types: frozenset[DeltaType] = frozenset(DeltaType)
+    noise: NoiseRules = field(default_factory=NoiseRules)  # updates recorded, not sent
 
 
 @dataclass

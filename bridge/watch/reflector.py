@@ -151,6 +151,7 @@ class Reflector:
         self._on_synced = spec.on_synced
         self._path = spec.resource.collection_path(spec.namespace)
         self._watch_list = source.options.watch_list
+        self.noise = source.options.noise.for_resource(spec.resource)  # None: no rule
         self.labels = {"group": spec.resource.group or "core", "kind": spec.resource.kind}
         self._observed: dict[tuple[DeltaType, bool], Any] = {}  # label children, cached
         self.objects_listed = 0
@@ -514,9 +515,10 @@ class _Recorder:
     """Records one read's (or one list page's) changes in the tracker and collects the
     deltas to hand on. Room for them was reserved by ``Reflector._output``; the mode says
     whether they are synthetic and whether they are delivered (an undelivered or filtered
-    change counts as acknowledged at once)."""
+    change, or an update a noise filter suppresses, counts as acknowledged at once)."""
 
-    __slots__ = ("_deliver", "_key", "_resource", "_synthetic", "_tracker", "_types", "out")
+    __slots__ = ("_deliver", "_key", "_noise", "_resource", "_synthetic", "_tracker", "_types",
+                 "out")
 
     def __init__(self, reflector: Reflector, mode: _Mode) -> None:
         self.out: list[Delta] = []
@@ -524,6 +526,7 @@ class _Recorder:
         self._types = reflector.options.event_types
         self._resource = reflector.resource
         self._key = reflector.key
+        self._noise = reflector.noise
         self._synthetic = mode.synthetic
         self._deliver = mode.deliver
 
@@ -531,10 +534,19 @@ class _Recorder:
         meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         synthetic = self._synthetic
-        seq = self._tracker.record(
-            uid, None if kind is DeltaType.DELETED else Entry(rv, namespace, name),
-            None if synthetic else rv)  # a live event is a resume point, a diff is not
-        if self._deliver and kind in self._types:
+        deliver = self._deliver and kind in self._types
+        noise = self._noise
+        if kind is DeltaType.DELETED:
+            entry = None
+        elif noise is None:
+            entry = Entry(rv, namespace, name)
+        else:
+            entry = Entry(rv, namespace, name, noise.fingerprint(obj))
+            if deliver and kind is DeltaType.UPDATED:  # against the state recorded before
+                deliver = not noise.suppressed(self._tracker.get(uid), entry)
+        # a live event is a resume point, a diff is not
+        seq = self._tracker.record(uid, entry, None if synthetic else rv)
+        if deliver:
             # positional on purpose: keyword arguments cost ~10% of a read's apply time
             self.out.append(Delta(kind, self._resource, obj, uid, rv, synthetic, self._key, seq,
                                   time.time(), namespace, name))

@@ -26,7 +26,7 @@ class Selection:
 
     def decide(self, resource: Resource, builtin: bool) -> tuple[bool, str]:
         """Whether ``resource`` is watched, and the rule that decided it."""
-        names = _names(resource)
+        names = kind_names(resource)
         if builtin and any(n in SENSITIVE for n in names) and not self._named_in_include(names):
             return False, "sensitive built-in (excluded unless listed in watch.include)"
         for pattern in self.exclude:
@@ -53,7 +53,7 @@ class Selection:
         return any(n == pattern for n in names for pattern in self.include)
 
 
-def _names(resource: Resource) -> tuple[str, ...]:
+def kind_names(resource: Resource) -> tuple[str, ...]:
     group = resource.group or "core"
     return (f"{group}/{resource.plural}", f"{group}/{resource.kind}")
 

@@ -32,7 +32,7 @@ import dataclasses
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge import metrics
 from bridge.errors import ApiError, TransportError
@@ -53,6 +53,9 @@ from bridge.watch.reflector import (
 from bridge.watch.selection import Selection
 from bridge.watch.tracker import StreamCheckpoint
 from bridge.watch.trackers import Trackers
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +199,9 @@ class StreamSupervisor:
         self._streams.clear()
         self._others.clear()
         self._skipped.clear()
-        for group, kind in self._gauges:
-            _remove_gauge(group, kind)
+        for labels in self._gauges:
+            _remove_gauge(metrics.stream_up, labels)
+            _remove_gauge(metrics.kind_skipped, labels)
         self._gauges.clear()
         metrics.watched_kinds.set(0)
 
@@ -381,19 +385,24 @@ class StreamSupervisor:
     def _refresh(self, labels: tuple[str, str]) -> None:
         ups = [s.reflector.health.up for s in self._streams.values() if s.labels == labels]
         ups += [w.health.up for w in self._others.values() if w.labels == labels]
-        ups += [False for skipped in self._skipped.values() if skipped == labels]
+        skipped = [False for other in self._skipped.values() if other == labels]
+        ups += skipped
+        if skipped:
+            metrics.kind_skipped.labels(group=labels[0], kind=labels[1]).set(1)
+        else:
+            _remove_gauge(metrics.kind_skipped, labels)
         if not ups:
             if labels in self._gauges:
                 self._gauges.discard(labels)
-                _remove_gauge(*labels)
+                _remove_gauge(metrics.stream_up, labels)
             return
         self._gauges.add(labels)
         metrics.stream_up.labels(group=labels[0], kind=labels[1]).set(1 if all(ups) else 0)
 
 
-def _remove_gauge(group: str, kind: str) -> None:
+def _remove_gauge(gauge: Gauge, labels: tuple[str, str]) -> None:
     try:
-        metrics.stream_up.remove(group, kind)
+        gauge.remove(*labels)
     except KeyError:
         pass
 

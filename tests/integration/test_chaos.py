@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from tests.auditor import Report
 from tests.env.world import Endpoints, World, write_kubeconfig
 from tests.kubetools import crd_manifest, create_crd, delete_crd
-from tests.rig import Rig
+from tests.rig import Rig, watching_again
 from tests.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.world
@@ -74,18 +74,6 @@ async def start(rig: Rig) -> None:
 
 async def stop(rig: Rig) -> None:
     assert await asyncio.to_thread(rig.process.sigterm) == 0, rig.process.tail()
-
-
-async def watching_again(rig: Rig) -> None:
-    """Until a probe change written now to every kind is delivered: from then on every stream
-    watches from a valid position, so every later change is owed exactly (earlier ones were
-    in a gap)."""
-    probes = set(rig.work.probes())
-    deadline = time.monotonic() + 60
-    while not probes <= {r.id for r in await rig.kafka()}:
-        assert time.monotonic() < deadline, rig.process.tail()
-        await asyncio.sleep(0.2)
-    rig.work.truth.in_gap = False
 
 
 async def test_a_sigkill_at_random_moments(rig: Rig) -> None:

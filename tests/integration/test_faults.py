@@ -1,6 +1,6 @@
 """Hostile API server answers: the real bridge daemon behind ``tests.faultproxy`` in front of
 the real kube-apiserver, a workload of creates/updates/deletes in two CRD kinds, one test
-per fault class (issue 12; DESIGN section 3, rule 9).
+per fault class (issue 12; the README's guarantees: no silent stops, every retry backs off).
 
 Each test audits the jsonl sink against the API server's answers (0 lost), bounds the
 requests per second the bridge sent while the fault lasted, measures the time to recover
@@ -9,7 +9,7 @@ then to the faulted kind is delivered), and prints one line with those figures; 
 ends with a summary table.
 
 Writes to a faulted kind between the fault and its recovery count as written in a gap: a
-stream that restarts may re-list and diff (DESIGN section 3, rule 6), which legitimately
+stream that restarts may re-list and diff (the README's guarantee for gaps), which legitimately
 skips superseded intermediate states; final states and deletions stay owed.
 """
 

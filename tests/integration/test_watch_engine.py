@@ -8,6 +8,7 @@ import json
 import pytest
 from kubernetes import client as k8s
 
+from bridge import metrics
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions
 from bridge.watch.reflector import WatchOptions
@@ -254,6 +255,12 @@ async def test_forbidden_kind_is_skipped_while_others_flow(
         status = {k.resource.plural: k for k in run.engine.kinds}
         assert not status["nopes"].watched and status["nopes"].reason == "forbidden"
         assert status["oks"].watched
+        # what the alerts tell apart: a skipped kind is not a kind that stopped flowing
+        sample = metrics.REGISTRY.get_sample_value
+        skipped = {"group": denied, "kind": "Nope"}
+        assert sample("kube_event_bridge_kind_skipped", skipped) == 1
+        assert sample("kube_event_bridge_stream_up", skipped) == 0
+        assert sample("kube_event_bridge_kind_skipped", {"group": allowed, "kind": "Ok"}) is None
 
 
 async def test_watch_cut_and_apiserver_restart_lose_nothing(

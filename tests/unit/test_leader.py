@@ -16,6 +16,7 @@ from bridge.app import Bridge
 from bridge.config.model import Config
 from bridge.errors import ApiError, BridgeError, ConfigError, TransportError
 from bridge.leader import LeaderElector, LeadershipLost
+from bridge.metrics import REGISTRY
 from bridge.supervision import Supervisor
 
 PATH = "/apis/coordination.k8s.io/v1/namespaces/ns/leases"
@@ -74,6 +75,8 @@ async def test_one_candidate_leads_the_other_names_the_holder_until_released() -
     assert await second.try_acquire_or_renew()
     assert api.lease is not None and api.lease["spec"]["holderIdentity"] == "second"
     assert api.lease["spec"]["leaseTransitions"] == 1
+    transitions = {"lease": "lease"}  # the gauge the leader-flapping alert reads
+    assert REGISTRY.get_sample_value("kube_event_bridge_leader_transitions", transitions) == 1
 
 
 async def test_readiness_waits_for_the_first_lease_answer_then_reports_standby() -> None:
