@@ -33,9 +33,9 @@ class SaslSettings(BaseModel):
         "PLAIN", description="SASL mechanism the broker's listener enables; SCRAM never "
         "sends the password itself")
     username: str = Field(description="SASL user name (the ACL principal is `User:<name>`)")
-    password: SecretStr = Field(description="SASL password; never logged. Put it in the "
-                                "config file from a Secret (the file should not be "
-                                "world-readable)")
+    password: SecretStr = Field(description="SASL password; never logged or printed. "
+                                "Give it as `${ENV_VAR}` (e.g. from a Secret) rather than "
+                                "in the file")
 
 
 def security_options(tls: TlsSettings | None, sasl: SaslSettings | None) -> dict[str, Any]:
