@@ -14,6 +14,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     IllegalSaslStateError,
+    KafkaConnectionError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -107,9 +108,11 @@ def explain(exc: BaseException, sasl: SaslSettings | None) -> Problem:
     tls = tls_problem(exc)
     if tls is not None:
         return Problem(tls, permanent=True)
-    if isinstance(exc, ConnectionResetError | asyncio.IncompleteReadError | EOFError):
-        return Problem("the broker closed the connection during the handshake (a TLS or "
-                       "SASL listener without matching `tls`/`sasl` settings?)", permanent=False)
+    if isinstance(exc, KafkaConnectionError | ConnectionResetError | asyncio.IncompleteReadError
+                  | EOFError):
+        return Problem("the broker closed the connection at once: does its listener expect "
+                       "other security settings (TLS, a client certificate, SASL) than "
+                       "`tls`/`sasl` give?", permanent=False)
     if isinstance(exc, TimeoutError):  # before OSError, its base class
         return Problem("cannot reach the broker (connect timed out)", permanent=False)
     if isinstance(exc, OSError):

@@ -209,6 +209,7 @@ async def _denied_at_run_time(process: BridgeProcess, work: Workload,
         why = await _until_down(process, "bus")
         _, metrics = process.get("/metrics")
         assert 'kube_event_bridge_sink_up{sink="bus"} 0.0' in metrics, why
+        assert 'kube_event_bridge_events_failed_total{sink="bus",transient="true"}' in metrics
         assert 'kube_event_bridge_events_dead_lettered_total{' not in metrics  # kept, retried
         await asyncio.sleep(3)  # retries go on; the problem is still said once
         line = _log_checks(process, words, secrets, retries=True)

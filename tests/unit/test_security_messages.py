@@ -10,6 +10,7 @@ from pathlib import Path
 
 import nkeys
 from aiokafka.errors import (
+    KafkaConnectionError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -44,6 +45,8 @@ def test_kafka_refusals_are_permanent_and_never_show_the_password() -> None:
     assert "s3cret-pw" not in problem.reason
     unreachable = explain_kafka(ConnectionRefusedError(111, "Connection refused"), SCRAM)
     assert not unreachable.permanent and "cannot reach the broker" in unreachable.reason
+    mismatch = explain_kafka(KafkaConnectionError("Connection at 127.0.0.1:1 closed"), None)
+    assert "does its listener expect other security settings" in mismatch.reason
     assert security_options(None, SCRAM)["security_protocol"] == "SASL_PLAINTEXT"
 
 
