@@ -277,8 +277,10 @@ async def test_views_equal_the_cluster_through_kills_a_gap_and_a_new_crd(
         await asyncio.to_thread(rig.process.wait_ready, 90)
         for consumer in consumers.values():
             consumer.start()
-        examples = [Example("kafka", tmp_path, {"TOPICS": topics}),
-                    Example("nats", tmp_path, {"STREAM": rig.stream})]
+        brokers = {"KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
+                   "NATS_URL": endpoints.nats_url}  # as `tests.env up` exports them
+        examples = [Example("kafka", tmp_path, {**brokers, "TOPICS": topics}),
+                    Example("nats", tmp_path, {**brokers, "STREAM": rig.stream})]
         writer = asyncio.create_task(work.run(60, objects_per_kind=12, pause=0.01))
         await asyncio.sleep(0.6)
         rig.process.sigkill()  # mid-stream
