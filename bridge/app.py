@@ -31,6 +31,7 @@ from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.leader import LeaderElector, LeadershipLost, default_identity
 from bridge.metrics import synced_streams
+from bridge.sharding.view import shard_filter
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions, WatchEngine
@@ -64,7 +65,8 @@ def engine_options(config: Config) -> EngineOptions:
                                                             tuple(r.pointers))
                                                   for r in w.ignore_updates))),
         max_in_flight=config.max_in_flight, list_concurrency=w.list_concurrency,
-        recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True)
+        recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True,
+        shard=shard_filter(config))
 
 
 def event_builder(config: Config) -> EventBuilder:
