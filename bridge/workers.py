@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import socket
 import sys
@@ -56,10 +57,20 @@ class Worker:
     exit_codes: list[int] = field(default_factory=list)
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
+def free_port(taken: set[int], address: str = "127.0.0.1") -> int:
+    """A free loopback port below the kernel's ephemeral range (32768-60999 on Linux): a
+    restarted worker binds it again, and no outgoing connection can take it meanwhile."""
+    while True:
+        port = random.randrange(20_000, 32_000)
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((address, port))
+            except OSError:
+                continue
+        taken.add(port)
+        return port
 
 
 class WorkerSupervisor:
@@ -67,7 +78,9 @@ class WorkerSupervisor:
         self.config_path = config_path
         self.config = config
         self.count = config.sharding.count()
-        self.workers = [Worker(i, free_port()) for i in range(config.sharding.worker_count())]
+        ports: set[int] = set()
+        self.workers = [Worker(i, free_port(ports))
+                        for i in range(config.sharding.worker_count())]
         self.stopping = asyncio.Event()
         self._config_error = False
 

@@ -1,0 +1,70 @@
+"""Worker processes (issue 14): one supervisor, one worker process per shard, against real
+servers: a worker killed with SIGKILL under load is restarted from its shard's checkpoint and
+nothing is lost; /metrics merges every worker's; SIGTERM drains every worker (exit 0)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from bridge.sharding.assign import owner
+from tests.env.world import Endpoints
+from tests.rig import Rig
+
+pytestmark = pytest.mark.world
+
+CHANGES = 400
+
+
+def worker_pids(supervisor: int) -> dict[int, int]:
+    """shard index -> pid of the supervisor's worker processes."""
+    pids: dict[int, int] = {}
+    for task in Path(f"/proc/{supervisor}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"--shard" in argv:
+                pids[int(argv[argv.index(b"--shard") + 1].split(b"/")[0])] = int(child)
+    return pids
+
+
+async def test_a_worker_killed_under_load_loses_nothing(
+        endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) -> None:
+    rig = Rig(endpoints, kube, tmp_path, sharding={"workers": 2})
+    process = rig.process
+    process.start()
+    await asyncio.to_thread(process.wait_ready, 120)
+    assert process.proc is not None
+    pids = worker_pids(process.proc.pid)
+    assert sorted(pids) == [0, 1]
+    metrics = process.get("/metrics")[1]
+    assert 'kube_event_bridge_worker_up{worker="0"} 1.0' in metrics
+    assert 'kube_event_bridge_source_up{worker="1"} 1.0' in metrics  # each worker's own
+    # the shard owning the first kind's stream is killed (every shard's checkpoint is its own)
+    kind = rig.work.kinds[0]
+    victim = owner(f"{kind.plural}.{kind.group}", 2)
+    writer = asyncio.create_task(rig.work.run(CHANGES, pause=0.002))
+    await asyncio.sleep(1.0)
+    os.kill(pids[victim], signal.SIGKILL)
+    killed = time.monotonic()
+    await writer
+    while f'kube_event_bridge_worker_restarts_total{{worker="{victim}"}} 1.0' not in \
+            process.get("/metrics")[1]:
+        assert time.monotonic() - killed < 30, process.tail()
+        await asyncio.sleep(0.2)
+    await asyncio.to_thread(process.wait_ready, 120)
+    assert worker_pids(process.proc.pid)[victim] != pids[victim]
+    kafka, nats, took = await rig.settle(timeout=120)
+    print(f"\nworker {victim} killed: kafka {kafka.line()}\n  nats {nats.line()}\n"
+          f"  caught up {time.monotonic() - killed:.1f}s after the kill")
+    for report in (kafka, nats):
+        assert report.ok, f"{report.line()}\n{process.tail()}"
+        assert report.duplicate_ids_match, report.line()
+    checkpoints = sorted(p.name for p in (tmp_path / "checkpoint").glob("*.checkpoint"))
+    assert checkpoints == ["default-shard-0-of-2.checkpoint", "default-shard-1-of-2.checkpoint"]
+    assert await asyncio.to_thread(process.sigterm) == 0, process.tail()
