@@ -59,7 +59,7 @@ async def test_a_worker_killed_under_load_loses_nothing(
         await asyncio.sleep(0.2)
     await asyncio.to_thread(process.wait_ready, 120)
     assert worker_pids(process.proc.pid)[victim] != pids[victim]
-    kafka, nats, took = await rig.settle(timeout=120)
+    kafka, nats, _ = await rig.settle(timeout=120)
     print(f"\nworker {victim} killed: kafka {kafka.line()}\n  nats {nats.line()}\n"
           f"  caught up {time.monotonic() - killed:.1f}s after the kill")
     for report in (kafka, nats):
