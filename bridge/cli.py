@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kube-event-bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if run_config.sharding.index is None and run_config.sharding.worker_count() > 1:
+    sharding = run_config.sharding
+    if sharding.index is None and (sharding.worker_count() > 1 or sharding.leases):
         from bridge.workers import run_workers
 
         return _guard(lambda: run_workers(os.path.abspath(args.config), run_config))

@@ -268,6 +268,12 @@ class ShardingSettings(Strict):
                              "every shard watches them and records only the objects of the "
                              "namespaces it owns")
 
+    leases: bool = Field(False, description="replicas: claim shards through per-shard "
+                         "Leases `<leader_election.name>-shard-I` (leader_election's "
+                         "namespace and timings); each replica runs a worker process for "
+                         "each shard it holds, at most ceil(shards / live replicas); needs "
+                         "`shards`")
+
     @field_validator("workers")
     @classmethod
     def _workers(cls, workers: Literal["auto"] | int) -> Literal["auto"] | int:
@@ -278,6 +284,9 @@ class ShardingSettings(Strict):
     @model_validator(mode="after")
     def _index(self) -> ShardingSettings:
         workers = self.worker_count()
+        if self.leases and (self.shards is None or self.workers != 1):
+            raise ValueError("sharding.leases needs `shards` (the fixed total) and no "
+                             "`workers` (a replica runs one worker per shard it claims)")
         if workers > 1 and self.shards is not None and self.shards != workers:
             raise ValueError(f"sharding.shards ({self.shards}) must equal the number of "
                              f"workers ({workers}): each worker runs one shard")

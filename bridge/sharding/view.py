@@ -1,5 +1,5 @@
 """One shard's view of the configuration: its own checkpoint (and so its own Kafka
-transactional id), its stream filter."""
+transactional id), its stream filter and, for replicas, its own Lease."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ def for_shard(config: Config, index: int, count: int) -> Config:
     suffix = ShardFilter(index, count).suffix
     checkpoint = config.checkpoint.model_copy(update={"id": config.checkpoint.id + suffix})
     sharding = config.sharding.model_copy(update={"index": index, "shards": count,
-                                                  "workers": 1})
-    return config.model_copy(update={"checkpoint": checkpoint, "sharding": sharding})
+                                                  "workers": 1, "leases": False})
+    update: dict[str, object] = {"checkpoint": checkpoint, "sharding": sharding}
+    if config.sharding.leases:  # the shard is held through its own Lease
+        le = config.leader_election
+        update["leader_election"] = le.model_copy(update={
+            "enabled": True, "name": f"{le.name}-shard-{index}"})
+    return config.model_copy(update=update)
 
 
 def shard_filter(config: Config) -> ShardFilter | None:
