@@ -31,6 +31,7 @@ from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.leader import LeaderElector, LeadershipLost, default_identity
 from bridge.metrics import synced_streams
+from bridge.sharding.claims import observed_lease
 from bridge.sharding.view import shard_filter
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
@@ -195,7 +196,7 @@ class Bridge:
             return None
         return LeaderElector(transport, le.namespace or auth.own_namespace(), le.name,
                              default_identity(), le.lease_duration, le.renew_deadline,
-                             le.retry_period)
+                             le.retry_period, observed=observed_lease())
 
     async def _lead(self, elector: LeaderElector) -> bool:
         """Stand by until leader (True) or until told to stop (False)."""

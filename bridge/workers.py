@@ -57,7 +57,7 @@ from bridge.errors import ApiError, TransportError
 from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.leader import default_identity
-from bridge.sharding.claims import LeaseObserver, plan
+from bridge.sharding.claims import OBSERVED_ENV, LeaseObserver, plan
 
 log = logging.getLogger("bridge.workers")
 
@@ -72,6 +72,7 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     task: asyncio.Task[int] | None = None
     wanted: bool = True  # restarted when it ends; False: stopping it
+    observed: str = ""  # replicas: the claimer's observation of the shard's Lease
     restarts: int = 0
     started: float = 0.0
 
@@ -118,11 +119,13 @@ class WorkerSupervisor:
                 "--shard", f"{worker.index}/{self.count}", "--http-address", "127.0.0.1",
                 "--http-port", str(worker.port)]
 
-    def start_worker(self, index: int) -> None:
+    def start_worker(self, index: int, observed: str = "") -> None:
+        """Run shard ``index``'s worker; ``observed``: what the claimer saw of its Lease."""
         worker = self.workers.get(index)
         if worker is None:
             worker = self.workers[index] = Worker(index, free_port(self._ports))
         worker.wanted = True
+        worker.observed = observed
         if worker.task is None or worker.task.done():
             worker.task = asyncio.create_task(self._keep(worker), name=f"worker {index}")
 
@@ -166,8 +169,10 @@ class WorkerSupervisor:
     async def _keep(self, worker: Worker) -> int:
         """Run ``worker`` until it is no longer wanted; returns its last exit code."""
         delay = BACKOFF_START
-        env = {**os.environ, "POD_NAME": self.identity} if self.identity else None
         while True:
+            env = None
+            if self.identity:
+                env = {**os.environ, "POD_NAME": self.identity, OBSERVED_ENV: worker.observed}
             worker.started = time.monotonic()
             worker.process = await asyncio.create_subprocess_exec(
                 *self.command(worker), env=env, preexec_fn=_die_with_parent)
@@ -176,6 +181,8 @@ class WorkerSupervisor:
             if not worker.wanted:  # stopped while starting it
                 worker.process.send_signal(signal.SIGTERM)
             code = await worker.process.wait()
+            if not worker.wanted and code == -signal.SIGTERM:
+                code = 0  # ended by our SIGTERM before its handler was set: nothing read yet
             if not worker.wanted:
                 log.info("worker %d exited with %d", worker.index, code)
                 if self.stopping.is_set():
@@ -385,4 +392,4 @@ class Claimer:
             supervisor.stop_worker(shard)
         for shard in decided.claim:
             log.info("claiming shard %d", shard)
-            supervisor.start_worker(shard)
+            supervisor.start_worker(shard, self.observer.seen(self.prefix + str(shard)))

@@ -22,6 +22,7 @@ membership and shard Leases plus itself, and claims at most its fair share,
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 from bridge.sharding.assign import weight
@@ -64,6 +65,11 @@ class LeaseObserver:
 
     clock_seen: dict[str, tuple[str, float]] = field(default_factory=dict)
 
+    def seen(self, name: str) -> str:
+        """The observation of Lease ``name`` for a worker's ``OBSERVED_ENV`` ("" unseen)."""
+        seen = self.clock_seen.get(name)
+        return f"{seen[1]!r} {seen[0]}" if seen is not None else ""
+
     def holders(self, leases: dict[str, dict[str, object]], now: float) -> dict[str, str]:
         """Lease name -> holder of that unexpired Lease (absent: free); ``leases``: name ->
         the Lease's spec."""
@@ -78,3 +84,16 @@ class LeaseObserver:
             if holder and now - seen[1] <= duration:
                 held[name] = holder
         return held
+
+
+OBSERVED_ENV = "KUBE_EVENT_BRIDGE_LEASE_OBSERVED"  # "<monotonic seconds> <fingerprint>"
+
+
+def observed_lease() -> tuple[str, float] | None:
+    """What the claimer that started this worker observed of its shard's Lease (an expiry
+    it already waited for need not be waited for again: the monotonic clock is the host's)."""
+    seen, _, fingerprint = os.environ.get(OBSERVED_ENV, "").partition(" ")
+    try:
+        return (fingerprint, float(seen)) if fingerprint else None
+    except ValueError:
+        return None
