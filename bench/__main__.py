@@ -212,6 +212,12 @@ def main() -> int:
                          f"({one_w.cpu_per_1000:.3f})", ">= 1.7x",
                          f"{'met' if ratio >= 1.7 else 'NOT met'} ({ratio:.2f}x; load "
                          f"{two_w.load:.1f} on {os.cpu_count()} cores)"))
+        kinds_w, per_w = (50, 20) if quick else (500, 20)
+        for sw in workers.sync(endpoints.kubeconfig, kinds_w, per_w):
+            report.setdefault("workers_sync", []).append(sw.__dict__)
+            rows.append((f"{kinds_w} kinds x {per_w} objects, {sw.workers} worker(s): synced",
+                         f"{sw.seconds:.1f} s, {sw.api_requests:.0f} API requests, RSS "
+                         f"{' + '.join(f'{m:.0f}' for m in sw.rss_mib)} MiB", "", ""))
     if "checkpoint" in only:
         print("checkpoint writes (100 changes/s; before = 0.1.0's full save every 2 s):")
         cp = asyncio.run(checkpoint.run(endpoints, objects=20_000 if quick else 100_000,

@@ -6,6 +6,10 @@ Each run is a real daemon process tree (supervisor + workers, write-ahead journa
 store); the clock runs from the moment every worker is ready until the events published,
 summed over the workers from the supervisor's merged ``/metrics``, reach the stream's total.
 Also reported: the resident memory of every process at the end.
+
+``sync``: N CRD kinds x M objects on the real API server (``bench.scale.populate``), the
+daemon with 1 and 2 workers into the null sink: seconds from start until every object's
+event is published, API requests (summed over the workers) and each process's memory.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from bench.stream import GROUP, KINDS
 from tests.env.procs import free_port
 
 PUBLISHED = "kube_event_bridge_events_published_total{"
+REQUESTS = "kube_event_bridge_api_requests_total{"
 
 
 @dataclass
@@ -60,9 +65,9 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
-def _published(metrics: str) -> float:
+def _published(metrics: str, family: str = PUBLISHED) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith(PUBLISHED))
+               if line.startswith(family))
 
 
 def _tree(pid: int) -> list[int]:
@@ -126,6 +131,62 @@ def one(server: ReplayServer, sink: str, workers: int, kafka: str) -> Outcome:
     return Outcome(sink, workers, server.events, seconds, rss, cpu, load)
 
 
+@dataclass
+class Synced:
+    workers: int
+    kinds: int
+    objects: int
+    seconds: float
+    api_requests: float
+    rss_mib: list[float]
+
+
+def sync_one(kubeconfig: Path, suffix: str, kinds: int, objects: int,
+             workers: int) -> Synced:
+    folder = Path(tempfile.mkdtemp(prefix="keb-bench-sync-"))
+    port = free_port(set())
+    config = {"cluster": "bench", "kubeconfig": str(kubeconfig),
+              "http": {"address": "127.0.0.1", "port": port},
+              "watch": {"include": [f"*.{suffix}/*"]},
+              "sinks": [{"name": "out", "type": "null", "batch_size": 5000}],
+              "checkpoint": {"store": "file", "path": str(folder / "checkpoint")},
+              "logging": {"level": "warning"}, "sharding": {"workers": workers}}
+    (folder / "bridge.yaml").write_text(json.dumps(config))
+    started = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "bridge.cli", "run", "--config",
+                             str(folder / "bridge.yaml")], stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            metrics = _get(port, "/metrics")[1]
+            if _published(metrics) >= kinds * objects:
+                break
+            if proc.poll() is not None or time.monotonic() - started > 900:
+                raise RuntimeError(f"{workers} worker(s) did not sync {kinds} kinds")
+            time.sleep(0.1)
+        seconds = time.monotonic() - started
+        requests = _published(_get(port, "/metrics")[1], REQUESTS)
+        rss = [_rss_mib(pid) for pid in _tree(proc.pid)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        shutil.rmtree(folder, ignore_errors=True)
+    return Synced(workers, kinds, objects, seconds, requests, rss)
+
+
+def sync(kubeconfig: Path, kinds: int, objects: int) -> list[Synced]:
+    from bench.scale import populate
+
+    suffix = populate(kubeconfig, kinds, objects)
+    results = []
+    for workers in (1, 2):
+        r = sync_one(kubeconfig, suffix, kinds, objects, workers)
+        results.append(r)
+        print(f"  {kinds} kinds x {objects} objects, {workers} worker(s): synced in "
+              f"{r.seconds:.1f}s (from process start), {r.api_requests:.0f} API requests, "
+              f"RSS {' + '.join(f'{m:.0f}' for m in r.rss_mib)} MiB", flush=True)
+    return results
+
+
 def run(events: int, kafka: str, rounds: int = 2) -> list[Outcome]:
     """Per sink, 1 and 2 workers alternately, ``rounds`` times; the best run of each (the
     machine is shared: the best run is the one least disturbed)."""
@@ -145,6 +206,11 @@ def run(events: int, kafka: str, rounds: int = 2) -> list[Outcome]:
 
 
 def main() -> None:
+    """``python -m bench.workers [EVENTS]`` or ``python -m bench.workers sync KINDS OBJECTS``
+    (the test world's servers, from its exported variables)."""
+    if sys.argv[1:2] == ["sync"]:
+        sync(Path(os.environ["KUBECONFIG"]), int(sys.argv[2]), int(sys.argv[3]))
+        return
     events = int(sys.argv[1]) if len(sys.argv) > 1 else 200_000
     run(events, os.environ["KAFKA_BOOTSTRAP_SERVERS"])
 
