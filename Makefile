@@ -4,13 +4,20 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# The part of the integration suite `make test` also runs with every server in a container
+# (BRIDGE_TEST_BACKEND=testcontainers, ~45 s warm); `make test-containers` runs all of it
+# that way, broker outages included (left out here to keep `make test` near 10 minutes).
+CONTAINER_TESTS ?= tests/integration/test_world_smoke.py \
+	tests/integration/test_sink_conformance.py \
+	tests/integration/test_end_to_end.py::test_sigterm_restart_loses_and_repeats_nothing \
+	-k "not outage"
 
-.PHONY: help deps venv lint world-up world-down test unit demo bench chaos clean
+.PHONY: help deps venv lint world-up world-down test test-containers unit demo bench chaos clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-deps: ## install missing system packages (Java 17, Maven; Go must be >= 1.21)
+deps: ## install missing system packages (Java 17, Maven, Docker, debootstrap; Go >= 1.21)
 	@bash .ci/system-deps.sh
 
 $(VENV)/.installed: pyproject.toml
@@ -48,12 +55,18 @@ chaos: deps venv ## the full chaos suite (thousands of changes, 20 kills, 60 s o
 unit: venv ## unit tests only (no servers)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test: deps venv lint ## everything: lint, start the real servers, unit + integration tests
+test: deps venv lint ## everything: lint, real servers, unit + integration tests (a part also in containers)
 	$(PY) -m tests.env up >/dev/null
 	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	$(PY) -m tests.env down; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
-	exit $$rc
+	BRIDGE_TEST_BACKEND=testcontainers $(PY) -m pytest $(CONTAINER_TESTS); crc=$$?; \
+	if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$crc
+
+# test_world_lifecycle is about `python -m tests.env` (the local world's own CLI): not run here.
+test-containers: deps venv ## the integration suite, every server in a locally built container
+	BRIDGE_TEST_BACKEND=testcontainers $(PY) -m pytest tests/integration \
+	  --deselect tests/integration/test_world_lifecycle.py $(PYTEST_ARGS)
 
 clean: ## remove the venv and caches in the repo (build caches in ~/.cache stay)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,10 @@
 - ``local`` (default): the project's own test world (``python -m tests.env up``).
 - ``external``: a user's own cluster and brokers, from ``KUBECONFIG``,
   ``KAFKA_BOOTSTRAP_SERVERS`` and ``NATS_URL``.
-- ``testcontainers``: Kafka, NATS and K3s containers (needs a reachable Docker engine).
+- ``testcontainers``: the same servers as ``local``, each in a container of an image built
+  here from the world's cached builds on a local base image (no registry), started with the
+  ``testcontainers`` package on the host network (``tests.env.containers``). The Docker
+  engine is started when none runs (``tests.env.docker``).
 
 A missing server is an error with a message saying what to do, never a skip.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.env.world import Endpoints, World
@@ -57,30 +60,18 @@ def external() -> Endpoints:
 
 
 @contextmanager
-def testcontainers() -> Iterator[Endpoints]:
+def testcontainers() -> Iterator[tuple[Endpoints, World]]:
+    """The container world, up for the session and removed with its data afterwards."""
+    from tests.env import containers, docker
+
     try:
-        import docker
-
-        docker.from_env().ping()
-    except Exception as exc:
+        engine = docker.engine()
+    except docker.DockerError as exc:
         raise BackendError(
-            f"BRIDGE_TEST_BACKEND=testcontainers needs a reachable Docker engine: {exc}"
+            f"BRIDGE_TEST_BACKEND=testcontainers needs a Docker engine: {exc}"
         ) from exc
-    from testcontainers.k3s import K3SContainer
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.nats import NatsContainer
-
-    with ExitStack() as stack:
-        k3s = stack.enter_context(K3SContainer())
-        kafka = stack.enter_context(KafkaContainer().with_kraft())
-        nats = stack.enter_context(NatsContainer().with_command("-js"))
-        kubeconfig = Path(os.environ.get("TMPDIR", "/tmp")) / "keb-k3s-kubeconfig"
-        kubeconfig.write_text(k3s.config_yaml())
-        yield Endpoints(
-            kubeconfig=kubeconfig,
-            kafka_bootstrap_servers=kafka.get_bootstrap_server(),
-            nats_url=nats.nats_uri(),
-            etcd_endpoints="",
-            apiserver_url="",
-            ca_file=Path(),
-        )
+    world = containers.ContainerWorld(engine)
+    try:
+        yield world.up(), world
+    finally:
+        world.down()

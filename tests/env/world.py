@@ -195,19 +195,22 @@ class World:
             "-cp", f"{builds.kafka_libs()}/*",
         ]
 
-    @staticmethod
-    def _kafka_format(jvm: list[str], work: Path, props: Path, extra: list[str]) -> bool:
+    def _kafka_format(self, jvm: list[str], work: Path, props: Path, extra: list[str]) -> bool:
         """Format the broker's storage unless it is; True when it was formatted now."""
         if (work / "data" / "meta.properties").exists():
             return False
         # an id may begin with "-": pass it as --cluster-id=ID, never as a separate word
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        builds.run_logged(
+        self._run_tool(
             [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c",
              str(props), *extra],
             work, work / "format.log",
         )
         return True
+
+    def _run_tool(self, argv: list[str], work: Path, log: Path) -> None:
+        """Run a one-shot command of a server's build (e.g. Kafka's storage format)."""
+        builds.run_logged(argv, work, log)
 
     def _kafka(self, ports: dict[str, int]) -> procs.Daemon:
         work = self.root / "kafka"
@@ -353,12 +356,16 @@ class World:
         daemon = self._daemon(service, ports)
         if not (procs.running_pid(daemon, daemon.argv) is not None
                 and self._ready(service, ports)):
-            procs.stop(daemon)
-            procs.start(daemon)
+            self._launch(daemon)
             procs.wait_until(daemon, lambda: self._ready(service, ports),
                              self._TIMEOUTS[service], "readiness check")
         if service == "kafka-secure":
             self._kafka_secure_acls(ports)
+
+    def _launch(self, daemon: procs.Daemon) -> None:
+        """(Re)start ``daemon``'s process (``tests.env.containers``: its container)."""
+        procs.stop(daemon)
+        procs.start(daemon)
 
     def _start_chain(self, chain: tuple[str, ...], ports: dict[str, int]) -> None:
         for service in chain:

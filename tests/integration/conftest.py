@@ -26,7 +26,8 @@ def endpoints() -> Iterator[Endpoints]:
         elif name == "external":
             yield backends.external()
         else:
-            with backends.testcontainers() as found:
+            with backends.testcontainers() as (found, world):
+                _LOCAL_WORLD.append(world)
                 yield found
     except backends.BackendError as exc:
         pytest.fail(str(exc), pytrace=False)
@@ -38,7 +39,7 @@ def world(endpoints: Endpoints) -> World:
     if not _LOCAL_WORLD:
         pytest.fail(
             "this test controls the servers (stop/restart/gap) and needs "
-            "BRIDGE_TEST_BACKEND=local",
+            "BRIDGE_TEST_BACKEND=local or testcontainers",
             pytrace=False,
         )
     return _LOCAL_WORLD[0]
