@@ -32,6 +32,7 @@ from bridge.kube.transport import HttpTransport
 from bridge.leader import LeaderElector, LeadershipLost, default_identity
 from bridge.metrics import synced_streams
 from bridge.sharding.claims import observed_lease
+from bridge.sharding.handover import adopt_previous
 from bridge.sharding.view import shard_filter
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
@@ -229,6 +230,9 @@ class Bridge:
             try:
                 stored = await store.load()
                 checkpoints = restore(stored.base, stored.segments)
+                shard = shard_filter(config)
+                if not checkpoints and shard is not None and config.sharding.previous:
+                    checkpoints = await adopt_previous(config, transport, shard)
             except Exception as exc:  # any store or broker client error: unavailable
                 raise StartupError(f"cannot read the checkpoint from {store.description}: "
                                    f"{exc!r}") from exc

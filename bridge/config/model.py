@@ -268,6 +268,11 @@ class ShardingSettings(Strict):
                              "every shard watches them and records only the objects of the "
                              "namespaces it owns")
 
+    previous: int | None = Field(None, ge=1, le=1024, description="the number of shards "
+                                 "before a change (1: unsharded): a shard whose checkpoint "
+                                 "is empty adopts its streams from the previous shards' "
+                                 "checkpoints (stop the previous processes first; "
+                                 "docs/scaling.md)")
     leases: bool = Field(False, description="replicas: claim shards through per-shard "
                          "Leases `<leader_election.name>-shard-I` (leader_election's "
                          "namespace and timings); each replica runs a worker process for "

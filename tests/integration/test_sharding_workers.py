@@ -68,3 +68,30 @@ async def test_a_worker_killed_under_load_loses_nothing(
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoint").glob("*.checkpoint"))
     assert checkpoints == ["default-shard-0-of-2.checkpoint", "default-shard-1-of-2.checkpoint"]
     assert await asyncio.to_thread(process.sigterm) == 0, process.tail()
+
+
+async def test_going_from_two_shards_to_three_hands_the_streams_over(
+        endpoints: Endpoints, kube: k8s.ApiClient, tmp_path: Path) -> None:
+    """2 workers, stopped; 3 workers with ``previous: 2``: every stream resumes from the
+    previous shard's checkpoint: nothing lost, nothing sent again (no snapshot flood)."""
+    rig = Rig(endpoints, kube, tmp_path, sharding={"workers": 2})
+    two = rig.process
+    two.start()
+    await asyncio.to_thread(two.wait_ready, 120)
+    await rig.work.run(CHANGES // 2)
+    await rig.settle(timeout=60)
+    assert await asyncio.to_thread(two.sigterm) == 0, two.tail()
+    await rig.work.run(CHANGES // 4)  # while no bridge runs
+    three = rig.bridge("three", sharding={"workers": 3, "previous": 2})
+    three.start()
+    await asyncio.to_thread(three.wait_ready, 120)
+    await rig.work.run(CHANGES // 4)
+    kafka, nats, _ = await rig.settle(timeout=120)
+    print(f"\n2 -> 3 shards: kafka {kafka.line()}\n  nats {nats.line()}")
+    for report in (kafka, nats):
+        assert report.ok, f"{report.line()}\n{three.tail()}"
+        assert report.duplicates == 0, report.line()
+    assert "adopted" in three.log.read_text()
+    checkpoints = {p.name for p in (tmp_path / "checkpoint").glob("*-of-3.checkpoint")}
+    assert len(checkpoints) == 3
+    assert await asyncio.to_thread(three.sigterm) == 0, three.tail()
