@@ -1,7 +1,8 @@
 """``make bench``: every benchmark in one run, a table, and bench/results/<time>.json.
 
     python -m bench [--quick]
-                    [--only pipeline,exactly-once,workers,memory,live,scale,checkpoint]
+                    [--only pipeline,exactly-once,workers,simulate,memory,live,scale,
+                            checkpoint]
                     [--profile]
 """
 
@@ -16,7 +17,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import checkpoint, exactly_once, floor, live, memory, pipeline, scale, workers
+from bench import (
+    checkpoint,
+    exactly_once,
+    floor,
+    live,
+    memory,
+    pipeline,
+    scale,
+    simulate,
+    workers,
+)
 from bridge import runtime
 from tests.env.world import World
 
@@ -70,7 +81,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--only",
-                        default="pipeline,exactly-once,workers,memory,live,scale,checkpoint")
+                        default="pipeline,exactly-once,workers,simulate,memory,live,scale,"
+                                "checkpoint")
     parser.add_argument("--profile", action="store_true",
                         help="also profile ours/null with pyinstrument")
     args = parser.parse_args()
@@ -218,6 +230,16 @@ def main() -> int:
             rows.append((f"{kinds_w} kinds x {per_w} objects, {sw.workers} worker(s): synced",
                          f"{sw.seconds:.1f} s, {sw.api_requests:.0f} API requests, RSS "
                          f"{' + '.join(f'{m:.0f}' for m in sw.rss_mib)} MiB", "", ""))
+    if "simulate" in only:
+        print("simulation (stand-in API server, first sync; python -m bench.simulate 10000 100 "
+              "for the 10k-kind point):")
+        for point in simulate.run([(200, 10)] if quick else [(1000, 100)]):
+            report.setdefault("simulate", []).append(point.__dict__)
+            rows.append((f"simulated {point.kinds:,} kinds x {point.objects} objects, "
+                         f"{point.workers} worker(s): synced",
+                         f"{point.seconds:.1f} s, {point.api_requests:,.0f} API requests, CPU "
+                         f"{point.cpu_seconds:.0f} s, RSS "
+                         f"{' + '.join(f'{m:.0f}' for m in point.rss_mib)} MiB", "", ""))
     if "checkpoint" in only:
         print("checkpoint writes (100 changes/s; before = 0.1.0's full save every 2 s):")
         cp = asyncio.run(checkpoint.run(endpoints, objects=20_000 if quick else 100_000,
