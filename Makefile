@@ -29,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## the Python virtualenv with runtime and test dependencies
 
 lint: venv ## ruff, mypy and the layering contracts (import-linter, in pyproject.toml)
-	$(PY) -m ruff check bridge sinks tests bench
+	$(PY) -m ruff check bridge sinks kube_event_consumer tests bench
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 

@@ -2,7 +2,7 @@
 
     python -m bench [--quick]
                     [--only pipeline,exactly-once,workers,simulate,memory,live,scale,
-                            checkpoint]
+                            checkpoint,consumer]
                     [--profile]
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import (
     checkpoint,
+    consumer,
     exactly_once,
     floor,
     live,
@@ -82,7 +83,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--only",
                         default="pipeline,exactly-once,workers,simulate,memory,live,scale,"
-                                "checkpoint")
+                                "checkpoint,consumer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile ours/null with pyinstrument")
     args = parser.parse_args()
@@ -247,6 +248,18 @@ def main() -> int:
                                         seconds_after=5 if quick else 20))
         report["checkpoint"] = cp
         rows.extend(checkpoint_rows(cp))
+    if "consumer" in only:
+        print("consumer library (kube_event_consumer): events applied to its view per second:")
+        found = consumer.run(20_000 if quick else 100_000, endpoints.kafka_bootstrap_servers,
+                             endpoints.nats_url)
+        report["consumer"] = found
+        for r in found["rates"]:
+            rows.append((f"consumer: {r['name']}: events/s", f"{r['rate']:,.0f}", "",
+                         f"{r['events']:,} events, {r['objects']:,} objects"))
+        m = found["memory"]
+        rows.append((f"consumer: view memory at {m['objects']:,} objects",
+                     f"{m['view_bytes_per_object']:,.0f} B/object", "",
+                     f"objects of {m['object_json_bytes']:,.0f} B JSON"))
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(report, indent=2, default=str))

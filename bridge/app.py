@@ -91,6 +91,11 @@ def _summary(failures: dict[str, str], limit: int = 5) -> str:
     return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
 
 
+def _said(exc: BaseException) -> str:
+    """Our own errors say what is wrong in words; a library's exception shows its type."""
+    return str(exc) if isinstance(exc, BridgeError) else repr(exc)
+
+
 def writer_options(config: Config, store: CheckpointStore) -> WriterOptions:
     c = config.checkpoint
     spacing = c.min_write_interval
@@ -235,7 +240,7 @@ class Bridge:
                     checkpoints = await adopt_previous(config, transport, shard)
             except Exception as exc:  # any store or broker client error: unavailable
                 raise StartupError(f"cannot read the checkpoint from {store.description}: "
-                                   f"{exc!r}") from exc
+                                   f"{_said(exc)}") from exc
             if checkpoints:
                 log.info("resuming %d streams from the checkpoint in %s (%d journal "
                          "segments)", len(checkpoints), store.description,
@@ -257,7 +262,7 @@ class Bridge:
                 await writer.flush()
             except Exception as exc:
                 raise StartupError(f"cannot write the checkpoint to {store.description}: "
-                                   f"{exc!r}") from exc
+                                   f"{_said(exc)}") from exc
             log.info("checkpoint durable in %s %.2fs after start", store.description,
                      time.monotonic() - started)
             e = config.events

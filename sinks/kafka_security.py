@@ -5,6 +5,7 @@ turn into, and what a failure of those means in one line (never a password)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     IllegalSaslStateError,
+    KafkaConnectionError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
@@ -32,9 +34,9 @@ class SaslSettings(BaseModel):
         "PLAIN", description="SASL mechanism the broker's listener enables; SCRAM never "
         "sends the password itself")
     username: str = Field(description="SASL user name (the ACL principal is `User:<name>`)")
-    password: SecretStr = Field(description="SASL password; never logged. Put it in the "
-                                "config file from a Secret (the file should not be "
-                                "world-readable)")
+    password: SecretStr = Field(description="SASL password; never logged or printed. "
+                                "Give it as `${ENV_VAR}` (e.g. from a Secret) rather than "
+                                "in the file")
 
 
 def security_options(tls: TlsSettings | None, sasl: SaslSettings | None) -> dict[str, Any]:
@@ -50,6 +52,18 @@ def security_options(tls: TlsSettings | None, sasl: SaslSettings | None) -> dict
     options["security_protocol"] = (
         ("SASL_SSL" if tls else "SASL_PLAINTEXT") if sasl else ("SSL" if tls else "PLAINTEXT"))
     return options
+
+
+class _ReportedByDiagnosis(logging.Filter):
+    """aiokafka logs every failed bootstrap connection at ERROR before raising "Unable to
+    bootstrap"; the sink and the store report that failure themselves, diagnosed (one line
+    each), so this record would only repeat it less clearly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to \"")
+
+
+logging.getLogger("aiokafka").addFilter(_ReportedByDiagnosis())  # aiokafka.client's logger
 
 
 @dataclass(frozen=True)
@@ -74,13 +88,16 @@ def not_authorized(exc: BaseException) -> str | None:
     None. Retrying is right: the operator adds the ACL and delivery goes on."""
     for kind, resource in _DENIED.items():
         if isinstance(exc, kind):
-            named = str(exc).split(":", 1)[-1].strip() if ":" in str(exc) else ""
+            # "[Error 29] TopicAuthorizationFailedError: NAME" (or "{'NAME', ...}")
+            named = str(exc).split(":", 1)[-1] if ":" in str(exc) else ""
+            named = named.strip().strip("{}").replace("'", "")
             return (f"not authorized for {resource} {named}".rstrip() +
                     " (a missing ACL for this principal)")
     return None
 
 
-def _explain(exc: BaseException, sasl: SaslSettings | None) -> Problem:
+def explain(exc: BaseException, sasl: SaslSettings | None) -> Problem:
+    """Why connecting failed, in words; permanent for credentials and TLS."""
     if isinstance(exc, SaslAuthenticationFailed | IllegalSaslStateError) and sasl is not None:
         return Problem(f"SASL {sasl.mechanism} authentication of user {sasl.username!r} "
                        "failed (wrong user name or password, or no credentials for this "
@@ -91,9 +108,11 @@ def _explain(exc: BaseException, sasl: SaslSettings | None) -> Problem:
     tls = tls_problem(exc)
     if tls is not None:
         return Problem(tls, permanent=True)
-    if isinstance(exc, ConnectionResetError | asyncio.IncompleteReadError | EOFError):
-        return Problem("the broker closed the connection during the handshake (a TLS or "
-                       "SASL listener without matching `tls`/`sasl` settings?)", permanent=False)
+    if isinstance(exc, KafkaConnectionError | ConnectionResetError | asyncio.IncompleteReadError
+                  | EOFError):
+        return Problem("the broker closed the connection at once: does its listener expect "
+                       "other security settings (TLS, a client certificate, SASL) than "
+                       "`tls`/`sasl` give?", permanent=False)
     if isinstance(exc, TimeoutError):  # before OSError, its base class
         return Problem("cannot reach the broker (connect timed out)", permanent=False)
     if isinstance(exc, OSError):
@@ -122,7 +141,7 @@ async def diagnose(bootstrap_servers: str, tls: TlsSettings | None,
             found.append(Problem("connected now, but the client could not bootstrap",
                                  permanent=False))
         except Exception as exc:  # any failure is what we came to find out
-            found.append(_explain(exc, sasl))
+            found.append(explain(exc, sasl))
     permanent = [p for p in found if p.permanent]
     if permanent:
         return permanent[0]

@@ -12,6 +12,7 @@ appear in a message: only the file names.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,18 @@ from bridge.errors import BridgeError
 from sinks.tls import TlsSettings, tls_problem
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+class _HarmlessTlsEof(logging.Filter):
+    """asyncio warns "returning true from eof_received() has no effect when using ssl"
+    whenever a TLS server closes a nats-py connection (nats-py's protocol answers EOF with
+    True); the close itself is reported by the client, so the warning is only noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in str(record.msg)
+
+
+logging.getLogger("asyncio").addFilter(_HarmlessTlsEof())
 
 
 @dataclass(frozen=True)
@@ -102,10 +115,11 @@ async def connect(options: dict[str, Any], auth: NatsAuth,
     connected = False
 
     async def error_cb(exc: Exception) -> None:
+        if refused.done():  # the connection is being abandoned: the rest is its echo
+            return
         reason = None if connected else refusal(exc, auth)
         if reason is not None:
-            if not refused.done():
-                refused.set_result(reason)
+            refused.set_result(reason)
             return
         if on_error is not None:
             await on_error(exc)

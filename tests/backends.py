@@ -56,6 +56,7 @@ def external() -> Endpoints:
         etcd_endpoints=os.environ.get("ETCD_ENDPOINTS", ""),
         apiserver_url="",
         ca_file=Path(),
+        **Endpoints.secured_from(os.environ),  # the secured brokers, when exported too
     )
 
 

@@ -103,11 +103,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-async def nats_all(url: str, stream: str) -> list[Received]:
-    """Every message of a JetStream stream, ``ce-*`` headers percent-decoded."""
+async def nats_all(url: str, stream: str, **connect: Any) -> list[Received]:
+    """Every message of a JetStream stream, ``ce-*`` headers percent-decoded; ``connect``:
+    more ``nats.connect`` options (TLS, credentials)."""
     import nats
 
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **connect)
     out: list[Received] = []
     try:
         js = nc.jetstream()

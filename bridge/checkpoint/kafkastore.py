@@ -56,7 +56,7 @@ from bridge.checkpoint.chunks import Doubt, Manifest, fenced, join, split
 from bridge.checkpoint.codec import CheckpointError, CheckpointFenced
 from bridge.checkpoint.store import Stored
 from bridge.checkpoint.tasklock import TaskLock
-from sinks.kafka_security import SaslSettings, diagnose, security_options
+from sinks.kafka_security import SaslSettings, diagnose, not_authorized, security_options
 from sinks.tls import TlsSettings
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ class KafkaStore:
         except KafkaConnectionError as exc:  # aiokafka says no more than "Unable to bootstrap"
             await admin.close()
             problem = await diagnose(self.bootstrap, *self._security)
-            raise CheckpointError(f"{self.bootstrap}: {problem.reason}") from exc
+            raise CheckpointError(problem.reason) from exc
         try:
             answer = await admin.create_topics([NewTopic(
                 self.topic, num_partitions=1, replication_factor=self.replication_factor,
@@ -380,16 +380,26 @@ class KafkaStore:
             self._check(producer)
             sent = [await producer.send(self.topic, value, key=key.encode())
                     for key, value in records]
-            await _unless_sender_ends(producer, asyncio.gather(*sent))
+            # every record's outcome is taken (a refusal fails them all: none is left
+            # unretrieved), then the first failure is raised
+            outcomes = asyncio.gather(*sent, return_exceptions=True)
+            await _unless_sender_ends(producer, outcomes)
+            failed = next((o for o in outcomes.result() if isinstance(o, BaseException)), None)
+            if failed is not None:
+                raise failed
             await _unless_sender_ends(producer, producer.commit_transaction())
             self._last_commit = time.monotonic()
         except ProducerFenced as exc:
             error = self._fenced_by(exc)
             await self._drop_producer()
             raise error from exc
-        except BaseException:
+        except BaseException as exc:
             self._doubt, self._verify = doubt, True
+            _take_transaction_error(producer)
             await self._drop_producer()
+            denied = not_authorized(exc)
+            if denied is not None:
+                raise CheckpointError(denied) from exc
             raise
 
     async def guard(self, may_write: Callable[[], bool]) -> None:
@@ -448,6 +458,16 @@ class KafkaStore:
 
     async def close(self) -> None:
         await self._drop_producer()
+
+
+def _take_transaction_error(producer: AIOKafkaProducer) -> None:
+    """aiokafka keeps a failed transaction's error in a future that only a commit would
+    read; a producer dropped instead leaves it to asyncio's "exception was never retrieved"
+    traceback in the log. Read it here (the caller has the error already)."""
+    manager = getattr(producer, "_txn_manager", None)
+    waiter = manager.wait_for_transaction_end() if manager is not None else None
+    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+        waiter.exception()
 
 
 def _sender_failure(producer: AIOKafkaProducer) -> BaseException | None:

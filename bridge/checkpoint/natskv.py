@@ -77,7 +77,7 @@ class NatsKvStore:
                         {"servers": self.url, "max_reconnect_attempts": -1,
                          "connect_timeout": 5}, self.auth)
                 except NatsRefused as exc:
-                    raise CheckpointError(f"{self.url}: {exc}") from exc
+                    raise CheckpointError(str(exc)) from exc
             self._js = self._nc.jetstream()
             try:
                 self._kv = await self._js.key_value(self.bucket)

@@ -53,8 +53,10 @@ def users(path: Path) -> dict[str, str]:
         pass
     made = {user: secrets.token_urlsafe(18) for user in USERS}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(made, indent=2))
-    path.chmod(0o600)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(made, indent=2))
+    tmp.chmod(0o600)
+    tmp.rename(path)
     return made
 
 

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,9 +71,10 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
-def _jwt(claims: dict[str, Any], signer: Key) -> str:
-    """A NATS JWT (v2): ed25519-nkey signature by ``signer``, jti = hash of the claims."""
-    body = {"iat": int(time.time()), "iss": signer.public, **claims}
+def _jwt(claims: dict[str, Any], signer: Key, issued_at: int) -> str:
+    """A NATS JWT (v2): ed25519-nkey signature by ``signer``, jti = hash of the claims
+    (the same claims and keys give the same token, so a restart rewrites nothing)."""
+    body = {"iat": issued_at, "iss": signer.public, **claims}
     digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
     body["jti"] = base64.b32encode(digest).decode().rstrip("=")
     header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
@@ -89,8 +89,17 @@ def _user_permissions(user: str) -> dict[str, Any]:
 
 
 def _write_secret(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o600)
+    """Write ``text`` (mode 0600) unless the file holds it already; atomically, so that a
+    client reading the file meanwhile never sees it half written."""
+    try:
+        if path.read_text() == text:
+            return path
+    except OSError:
+        pass
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    tmp.rename(path)
     return path
 
 
@@ -134,18 +143,20 @@ def operator_server(work: Path, server: ServerFiles) -> dict[str, Path]:
     roles = {"operator": nkeys.PREFIX_BYTE_OPERATOR, "sys": nkeys.PREFIX_BYTE_ACCOUNT,
              "app": nkeys.PREFIX_BYTE_ACCOUNT, **{u: nkeys.PREFIX_BYTE_USER for u in USERS}}
     keys = _keys(work / "keys.json", roles)
+    issued_at = int((work / "keys.json").stat().st_mtime)
     operator = keys["operator"]
     operator_jwt = _jwt({"sub": operator.public, "name": "keb-operator", "nats": {
-        "type": "operator", "version": 2, "system_account": keys["sys"].public}}, operator)
+        "type": "operator", "version": 2, "system_account": keys["sys"].public}}, operator,
+        issued_at)
     unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
                  "wildcards": True, "conn": -1, "leaf": -1}
     accounts = {
         keys["sys"].public: _jwt({"sub": keys["sys"].public, "name": "SYS", "nats": {
-            "type": "account", "version": 2, "limits": unlimited}}, operator),
+            "type": "account", "version": 2, "limits": unlimited}}, operator, issued_at),
         keys["app"].public: _jwt({"sub": keys["app"].public, "name": "APP", "nats": {
             "type": "account", "version": 2, "limits": {
                 **unlimited, "mem_storage": -1, "disk_storage": -1, "streams": -1,
-                "consumer": -1}}}, operator),
+                "consumer": -1}}}, operator, issued_at),
     }
     files: dict[str, Path] = {}
     for user in USERS:
@@ -154,7 +165,8 @@ def operator_server(work: Path, server: ServerFiles) -> dict[str, Path]:
                                   "payload": -1}
         if permissions:
             claims["pub"] = permissions["publish"]
-        user_jwt = _jwt({"sub": keys[user].public, "name": user, "nats": claims}, keys["app"])
+        user_jwt = _jwt({"sub": keys[user].public, "name": user, "nats": claims}, keys["app"],
+                        issued_at)
         files[user] = _write_secret(work / f"{user}.creds", _creds(user_jwt, keys[user]))
     config = [
         *_base_config(server),

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,28 +82,35 @@ class Endpoints:
             "NATS_URL": self.nats_url,
             "ETCD_ENDPOINTS": self.etcd_endpoints,
         }
-        if self.kafka_secure_bootstrap_servers:
-            found.update({
-                "KAFKA_NOAUTO_BOOTSTRAP_SERVERS": self.kafka_noauto_bootstrap_servers,
-                "KAFKA_SECURE_BOOTSTRAP_SERVERS": self.kafka_secure_bootstrap_servers,
-                "KAFKA_SECURE_TLS_BOOTSTRAP_SERVERS": self.kafka_secure_tls_bootstrap_servers,
-                "KAFKA_SECURE_CA_FILE": str(self.kafka_secure_ca_file),
-                "KAFKA_SECURE_USERS_FILE": str(self.kafka_secure_users_file),
-                "KAFKA_SECURE_CLIENT_CERT_FILE": str(self.kafka_secure_client_cert_file),
-                "KAFKA_SECURE_CLIENT_KEY_FILE": str(self.kafka_secure_client_key_file),
-            })
-        if self.nats_secure_url:
-            found.update({
-                "NATS_SECURE_URL": self.nats_secure_url,
-                "NATS_SECURE_CA_FILE": str(self.nats_secure_ca_file),
-                "NATS_SECURE_NKEY_SEED_FILE": str(self.nats_secure_nkey_seed_file),
-                "NATS_SECURE_LIMITED_NKEY_SEED_FILE":
-                    str(self.nats_secure_limited_nkey_seed_file),
-                "NATS_SECURE_CREDS_URL": self.nats_secure_creds_url,
-                "NATS_SECURE_CREDS_FILE": str(self.nats_secure_creds_file),
-                "NATS_SECURE_LIMITED_CREDS_FILE": str(self.nats_secure_limited_creds_file),
-            })
+        for name, attr in SECURED_EXPORTS.items():
+            value = getattr(self, attr)
+            if value not in ("", Path()):
+                found[name] = str(value)
         return found
+
+    @staticmethod
+    def secured_from(environ: Mapping[str, str]) -> dict[str, Any]:
+        """The secured brokers' fields from exported variables (the external backend)."""
+        return {attr: Path(environ[name]) if attr.endswith("_file") else environ[name]
+                for name, attr in SECURED_EXPORTS.items() if environ.get(name)}
+
+
+SECURED_EXPORTS = {  # exported variable -> Endpoints field, for the secured brokers
+    "KAFKA_NOAUTO_BOOTSTRAP_SERVERS": "kafka_noauto_bootstrap_servers",
+    "KAFKA_SECURE_BOOTSTRAP_SERVERS": "kafka_secure_bootstrap_servers",
+    "KAFKA_SECURE_TLS_BOOTSTRAP_SERVERS": "kafka_secure_tls_bootstrap_servers",
+    "KAFKA_SECURE_CA_FILE": "kafka_secure_ca_file",
+    "KAFKA_SECURE_USERS_FILE": "kafka_secure_users_file",
+    "KAFKA_SECURE_CLIENT_CERT_FILE": "kafka_secure_client_cert_file",
+    "KAFKA_SECURE_CLIENT_KEY_FILE": "kafka_secure_client_key_file",
+    "NATS_SECURE_URL": "nats_secure_url",
+    "NATS_SECURE_CA_FILE": "nats_secure_ca_file",
+    "NATS_SECURE_NKEY_SEED_FILE": "nats_secure_nkey_seed_file",
+    "NATS_SECURE_LIMITED_NKEY_SEED_FILE": "nats_secure_limited_nkey_seed_file",
+    "NATS_SECURE_CREDS_URL": "nats_secure_creds_url",
+    "NATS_SECURE_CREDS_FILE": "nats_secure_creds_file",
+    "NATS_SECURE_LIMITED_CREDS_FILE": "nats_secure_limited_creds_file",
+}
 
 
 class World:
@@ -180,7 +188,9 @@ class World:
         ]
         return procs.Daemon("kube-apiserver", argv, work)
 
-    def _kafka_jvm(self, work: Path) -> list[str]:
+    def _kafka_jvm(self, work: Path, *, light: bool = False) -> list[str]:
+        """The JVM command line; ``light``: C1 only (a quicker, cheaper start for a broker
+        that serves functional tests, not benchmarks)."""
         (work / "log4j.properties").write_text("\n".join([
             "log4j.rootLogger=WARN, stdout",
             "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
@@ -191,6 +201,7 @@ class World:
         ]))
         return [
             str(builds.java()), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            *(["-XX:TieredStopAtLevel=1"] if light else []),
             "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{work / 'log4j.properties'}",
             "-cp", f"{builds.kafka_libs()}/*",
         ]
@@ -263,7 +274,7 @@ class World:
             listeners, work / "data", secure_kafka.ServerTls(ca.cert, serving.cert, serving.key),
             passwords))
         props.chmod(0o600)
-        jvm = self._kafka_jvm(work)
+        jvm = self._kafka_jvm(work, light=True)
         if self._kafka_format(jvm, work, props, secure_kafka.scram_format_args(passwords)):
             self._acls_marker.unlink(missing_ok=True)
         return procs.Daemon("kafka-secure", [*jvm, "kafka.Kafka", str(props)], work)
@@ -371,8 +382,9 @@ class World:
         for service in chain:
             started = time.monotonic()
             self._start_locked(service, ports)
-            print(f"[env] {service} ready ({time.monotonic() - started:.1f}s)",
-                  file=sys.stderr, flush=True)
+            # one write per line: print() writes the newline apart, and threads interleave
+            sys.stderr.write(f"[env] {service} ready ({time.monotonic() - started:.1f}s)\n")
+            sys.stderr.flush()
 
     def stop(self, service: str) -> None:
         with world_lock(self.root, f"stop {service}"):

@@ -34,7 +34,9 @@ from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.watch.inventory import Entry, Inventory
 from bridge.watch.selection import CHECKPOINT_LABEL
+from sinks.nats_security import NatsAuth
 from tests.env.world import Endpoints, World
+from tests.secured import KAFKA_VARIANTS, NATS_VARIANTS, kafka_client, nats_auth, nats_client
 
 pytestmark = pytest.mark.world
 
@@ -66,7 +68,8 @@ def segment(n: int) -> bytes:
 class Backend:
     """One store kind: instances on one checkpoint id, and raw access to what it stored."""
 
-    kind = ""
+    kind = ""  # the test id
+    family = ""  # the store type (one per kind, but for the secured variants of a type)
     old_chunk = 0  # 0.1.0's chunk size
 
     def __init__(self, endpoints: Endpoints, tmp_path: Path) -> None:
@@ -110,7 +113,7 @@ class Backend:
 
 
 class FileBackend(Backend):
-    kind = "file"
+    kind = family = "file"
 
     def new(self) -> CheckpointStore:
         return FileStore(str(self.tmp_path), f"{self.cid}.checkpoint")
@@ -131,7 +134,7 @@ class FileBackend(Backend):
 
 
 class ConfigMapBackend(Backend):
-    kind = "configmap"
+    kind = family = "configmap"
     old_chunk = 700 * 1024
 
     def __init__(self, endpoints: Endpoints, tmp_path: Path) -> None:
@@ -192,14 +195,22 @@ class ConfigMapBackend(Backend):
 
 
 class NatsBackend(Backend):
-    kind = "nats-kv"
+    kind = family = "nats-kv"
     old_chunk = 512 * 1024
 
+    @property
+    def url(self) -> str:
+        return self.endpoints.nats_url
+
+    @property
+    def auth(self) -> NatsAuth:
+        return NatsAuth()
+
     def new(self) -> CheckpointStore:
-        return NatsKvStore(self.endpoints.nats_url, BUCKET, self.cid)
+        return NatsKvStore(self.url, BUCKET, self.cid, auth=self.auth)
 
     async def _kv(self) -> tuple[Any, Any]:
-        nc = await nats.connect(self.endpoints.nats_url)
+        nc = await nats.connect(self.url, **self.auth.options())
         js = nc.jetstream()
         try:
             return nc, await js.key_value(BUCKET)
@@ -242,15 +253,20 @@ class NatsBackend(Backend):
 
 
 class KafkaBackend(Backend):
-    kind = "kafka"
+    kind = family = "kafka"
     old_chunk = 512 * 1024
+
+    @property
+    def raw_servers(self) -> str:
+        """Where the test reads and writes the topic itself (as an admin)."""
+        return self.endpoints.kafka_bootstrap_servers
 
     def new(self) -> CheckpointStore:
         return KafkaStore(self.endpoints.kafka_bootstrap_servers, TOPIC, self.cid)
 
     async def write_010(self, blob: bytes) -> None:
         await self.make().load()  # creates the topic
-        producer = AIOKafkaProducer(bootstrap_servers=self.endpoints.kafka_bootstrap_servers,
+        producer = AIOKafkaProducer(bootstrap_servers=self.raw_servers,
                                     enable_idempotence=True, max_request_size=2 << 20)
         await producer.start()
         parts = split(blob, self.old_chunk)
@@ -262,7 +278,7 @@ class KafkaBackend(Backend):
         await producer.stop()
 
     async def stored(self) -> set[str]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.endpoints.kafka_bootstrap_servers,
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.raw_servers,
                                     isolation_level="read_committed",
                                     enable_auto_commit=False)
         await consumer.start()
@@ -315,12 +331,51 @@ async def _crash_at(store: object, method: str, call: Awaitable[None]) -> None:
         await call
 
 
+def secured_kafka(variant: str) -> type[KafkaBackend]:
+    """The kafka store through the secured broker (TLS and SASL or a client certificate,
+    ACLs): ``variant`` of ``tests.secured.KAFKA_VARIANTS``; raw access as its admin."""
+
+    class SecuredKafka(KafkaBackend):
+        kind = f"kafka-{variant}"
+
+        @property
+        def raw_servers(self) -> str:
+            return self.endpoints.kafka_noauto_bootstrap_servers
+
+        def new(self) -> CheckpointStore:
+            client = kafka_client(self.endpoints, variant)
+            return KafkaStore(client["bootstrap_servers"], TOPIC, self.cid, tls=client["tls"],
+                              sasl=client["sasl"])
+    return SecuredKafka
+
+
+def secured_nats(variant: str) -> type[NatsBackend]:
+    """The nats-kv store through a secured server (TLS and an nkey or creds user)."""
+
+    class SecuredNats(NatsBackend):
+        kind = f"nats-kv-{variant}"
+
+        @property
+        def url(self) -> str:
+            return str(nats_client(self.endpoints, variant)["url"])
+
+        @property
+        def auth(self) -> NatsAuth:
+            return nats_auth(nats_client(self.endpoints, variant))
+    return SecuredNats
+
+
+SECURED: dict[str, type[Backend]] = {b.kind: b for b in (
+    *(secured_kafka(v) for v in KAFKA_VARIANTS), *(secured_nats(v) for v in NATS_VARIANTS))}
+# every store test runs through the most common secured setups; the other variants prove
+# their connection with one round trip (each secured Kafka test costs seconds of handshakes)
+FULLY_SECURED = ["kafka-scram-sha-512", "nats-kv-creds"]
 BACKENDS: dict[str, type[Backend]] = {b.kind: b for b in (
-    FileBackend, ConfigMapBackend, NatsBackend, KafkaBackend)}
+    FileBackend, ConfigMapBackend, NatsBackend, KafkaBackend)} | SECURED
 NETWORKED = ["configmap", "nats-kv", "kafka"]
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=[*(k for k in BACKENDS if k not in SECURED), *FULLY_SECURED])
 async def backend(request: pytest.FixtureRequest, endpoints: Endpoints,
                   tmp_path: Path) -> AsyncIterator[Backend]:
     made = BACKENDS[request.param](endpoints, tmp_path)
@@ -332,6 +387,7 @@ async def backend(request: pytest.FixtureRequest, endpoints: Endpoints,
     gc.collect()
 
 
+@pytest.mark.parametrize("backend", list(BACKENDS), indirect=True)
 async def test_appends_reload_as_base_and_segments_in_order(backend: Backend) -> None:
     store = backend.make()
     assert await store.load() == Stored(b"", [])
@@ -361,15 +417,15 @@ async def test_rebase_drops_older_segments_and_chunks(backend: Backend) -> None:
     store = await backend.restart(store)
     assert await store.load() == Stored(b"base-2", [segment(3)])
     left = await backend.stored()
-    if backend.kind != "file":  # every object of the first base is gone
+    if backend.family != "file":  # every object of the first base is gone
         assert not left & {name for name in after_first if name != _manifest_name(backend)}
         # the manifest, one chunk, the rebase's seal (not kafka) and one segment
-        assert len(left) == (3 if backend.kind == "kafka" else 4), left
+        assert len(left) == (3 if backend.family == "kafka" else 4), left
 
 
 def _manifest_name(backend: Backend) -> str:
     return {"configmap": f"kube-event-bridge-{backend.cid}", "nats-kv": f"{backend.cid}.manifest",
-            "kafka": backend.cid}.get(backend.kind, "")
+            "kafka": backend.cid}.get(backend.family, "")
 
 
 async def test_a_checkpoint_of_0_1_0_loads_as_a_base(backend: Backend) -> None:
@@ -385,7 +441,7 @@ async def test_a_checkpoint_of_0_1_0_loads_as_a_base(backend: Backend) -> None:
     await store.append(segment(1))
     store = await backend.restart(store)
     assert await store.load() == Stored(b"base-2", [segment(1)])
-    if backend.kind != "file":
+    if backend.family != "file":
         assert not (await backend.stored()) & (old - {_manifest_name(backend)})
 
 
@@ -403,12 +459,12 @@ async def test_a_crash_in_the_middle_of_a_rebase_keeps_the_previous_state(
     await store.append(segment(3))
     store = await backend.restart(store)
     assert await store.load() == Stored(b"base-3", [segment(3)])
-    if backend.kind != "file":  # the crashed rebase's chunks were cleaned up too
-        assert len(await backend.stored()) == (3 if backend.kind == "kafka" else 4)
+    if backend.family != "file":  # the crashed rebase's chunks were cleaned up too
+        assert len(await backend.stored()) == (3 if backend.family == "kafka" else 4)
 
 
 async def test_a_torn_journal_frame_is_cut_off(backend: Backend) -> None:
-    if backend.kind != "file":
+    if backend.family != "file":
         pytest.skip("a segment is one object or record elsewhere: never half written")
     store = backend.make()
     await store.load()
@@ -434,7 +490,7 @@ async def test_of_two_writers_on_one_state_one_is_fenced(backend: Backend) -> No
     await first.load()
     await first.rebase(b"base-1")
     second = backend.make()
-    if backend.kind == "file":  # one process holds the directory's lock
+    if backend.family == "file":  # one process holds the directory's lock
         with pytest.raises(CheckpointError, match="in use"):
             await second.load()
         return
@@ -448,7 +504,7 @@ async def test_of_two_writers_on_one_state_one_is_fenced(backend: Backend) -> No
             outcomes[name] = exc
     fenced = [name for name, exc in outcomes.items() if exc is not None]
     # kafka: loading fenced the first; configmap and nats-kv: the second collided
-    assert fenced == (["first"] if backend.kind == "kafka" else ["second"]), outcomes
+    assert fenced == (["first"] if backend.family == "kafka" else ["second"]), outcomes
     assert "fenced" in str(outcomes[fenced[0]])
     survivor = 2 if fenced == ["first"] else 1
     assert (await backend.make().load()).segments == [segment(survivor)]

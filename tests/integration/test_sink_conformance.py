@@ -22,6 +22,14 @@ from sinks.kafka import KafkaSettings, KafkaSink
 from sinks.nats import NatsSettings, NatsSink
 from tests.env.world import Endpoints, World
 from tests.readback import Received, jsonl_all, kafka_all, kafka_topics, nats_all
+from tests.secured import (
+    KAFKA_VARIANTS,
+    NATS_VARIANTS,
+    create_topics,
+    kafka_client,
+    nats_auth,
+    nats_client,
+)
 
 pytestmark = pytest.mark.world
 
@@ -67,11 +75,46 @@ def events(count: int, objects: int = 10, tag: str = "") -> list[Event]:
     return [builder.build(d) for d in deltas(count, objects, tag)]
 
 
-@pytest.fixture(params=["jsonl", "kafka", "nats"])
+SECURED = [f"kafka-{v}" for v in KAFKA_VARIANTS] + [f"nats-{v}" for v in NATS_VARIANTS]
+
+
+async def secured_kafka(endpoints: Endpoints, variant: str, run_id: str) -> Subject:
+    """Through the secured broker (TLS, SASL or client certificate; ACLs; no
+    auto-creation, so the topic is made first); read back as its admin."""
+    prefix = f"conf{run_id}"
+    await create_topics(endpoints, [f"{prefix}.{THINGS.group}.{THINGS.plural}"])
+    sink = KafkaSink(KafkaSettings(name="k", topic=prefix + ".{group}.{plural}",
+                                   **kafka_client(endpoints, variant)), CLUSTER)
+    admin = endpoints.kafka_noauto_bootstrap_servers
+
+    async def read() -> list[Received]:
+        return await kafka_all(admin, await kafka_topics(admin, prefix))
+    return Subject("kafka", sink, read, "kafka-secure")
+
+
+async def secured_nats(endpoints: Endpoints, variant: str, run_id: str) -> Subject:
+    """Through a secured NATS server (TLS and an nkey or creds user); read back as the
+    same user."""
+    stream = f"CONF{run_id.upper()}"
+    client = nats_client(endpoints, variant)
+    sink = NatsSink(NatsSettings(name="n", stream=stream,
+                                 subject=f"conf{run_id}" + ".{group}.{namespace}.{name}",
+                                 create_stream=True, **client), CLUSTER)
+
+    async def read() -> list[Received]:
+        return await nats_all(client["url"], stream, **nats_auth(client).options())
+    return Subject("nats", sink, read, f"nats-{'operator' if variant == 'creds' else 'secure'}")
+
+
+@pytest.fixture(params=["jsonl", "kafka", "nats", *SECURED])
 async def subject(request: pytest.FixtureRequest, endpoints: Endpoints,
                   tmp_path: Path) -> AsyncIterator[Subject]:
     run_id = uuid.uuid4().hex[:8]
-    if request.param == "jsonl":
+    family, _, variant = request.param.partition("-")
+    if variant:
+        made = await (secured_kafka(endpoints, variant, run_id) if family == "kafka"
+                      else secured_nats(endpoints, variant, run_id))
+    elif request.param == "jsonl":
         path = tmp_path / "events.jsonl"
         sink: Sink = JsonlSink(JsonlSettings(name="j", path=str(path), fsync=True))
 

@@ -27,10 +27,13 @@ def test_up_twice_is_idempotent_and_fast(world: World) -> None:
 
 def test_up_recovers_after_kill_9(world: World) -> None:
     before, _ = _up()
-    for service in ("nats", "kafka"):
+    creds = world.endpoints().nats_secure_creds_file.read_text()
+    killed = ("nats", "kafka", "kafka-secure", "nats-operator")
+    for service in killed:
         world.kill(service)
         assert procs.running_pid(world.daemon_stub(service)) is None
     after, _ = _up()
     assert after == before  # same ports, same credentials
-    for service in ("nats", "kafka"):
+    assert world.endpoints().nats_secure_creds_file.read_text() == creds
+    for service in killed:
         assert procs.running_pid(world.daemon_stub(service)) is not None
