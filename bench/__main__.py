@@ -1,7 +1,8 @@
 """``make bench``: every benchmark in one run, a table, and bench/results/<time>.json.
 
     python -m bench [--quick]
-                    [--only pipeline,exactly-once,memory,live,scale,checkpoint,consumer]
+                    [--only pipeline,exactly-once,workers,simulate,memory,live,scale,
+                            checkpoint,consumer]
                     [--profile]
 """
 
@@ -16,7 +17,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import checkpoint, consumer, exactly_once, floor, live, memory, pipeline, scale
+from bench import (
+    checkpoint,
+    consumer,
+    exactly_once,
+    floor,
+    live,
+    memory,
+    pipeline,
+    scale,
+    simulate,
+    workers,
+)
 from bridge import runtime
 from tests.env.world import World
 
@@ -70,7 +82,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     parser.add_argument("--only",
-                        default="pipeline,exactly-once,memory,live,scale,checkpoint,consumer")
+                        default="pipeline,exactly-once,workers,simulate,memory,live,scale,"
+                                "checkpoint,consumer")
     parser.add_argument("--profile", action="store_true",
                         help="also profile ours/null with pyinstrument")
     args = parser.parse_args()
@@ -198,6 +211,36 @@ def main() -> int:
                          "baseline (same run)" if o is baseline else
                          f"{'met' if ratio >= 0.7 else 'NOT met'} ({ratio:.2f}x; "
                          f"{o.transactions:,} transactions)"))
+    if "workers" in only:
+        print("worker processes (the daemon, sharding.workers 1 and 2, same stream):")
+        outcomes_w = workers.run(50_000 if quick else 200_000, endpoints.kafka_bootstrap_servers)
+        report["workers"] = [{**o.__dict__, "rate": o.rate, "cpu_per_1000": o.cpu_per_1000}
+                             for o in outcomes_w]
+        by_run = {(o.sink, o.workers): o for o in outcomes_w}
+        for sink in ("null", "kafka"):
+            one_w, two_w = by_run[sink, 1], by_run[sink, 2]
+            ratio = two_w.rate / one_w.rate
+            rows.append((f"{sink}, 2 workers vs 1: events/s (CPU s per 1k)",
+                         f"{two_w.rate:,.0f} ({two_w.cpu_per_1000:.3f}) vs {one_w.rate:,.0f} "
+                         f"({one_w.cpu_per_1000:.3f})", ">= 1.7x",
+                         f"{'met' if ratio >= 1.7 else 'NOT met'} ({ratio:.2f}x; load "
+                         f"{two_w.load:.1f} on {os.cpu_count()} cores)"))
+        kinds_w, per_w = (50, 20) if quick else (500, 20)
+        for sw in workers.sync(endpoints.kubeconfig, kinds_w, per_w):
+            report.setdefault("workers_sync", []).append(sw.__dict__)
+            rows.append((f"{kinds_w} kinds x {per_w} objects, {sw.workers} worker(s): synced",
+                         f"{sw.seconds:.1f} s, {sw.api_requests:.0f} API requests, RSS "
+                         f"{' + '.join(f'{m:.0f}' for m in sw.rss_mib)} MiB", "", ""))
+    if "simulate" in only:
+        print("simulation (stand-in API server, first sync; python -m bench.simulate 10000 100 "
+              "for the 10k-kind point):")
+        for point in simulate.run([(200, 10)] if quick else [(1000, 100)]):
+            report.setdefault("simulate", []).append(point.__dict__)
+            rows.append((f"simulated {point.kinds:,} kinds x {point.objects} objects, "
+                         f"{point.workers} worker(s): synced",
+                         f"{point.seconds:.1f} s, {point.api_requests:,.0f} API requests, CPU "
+                         f"{point.cpu_seconds:.0f} s, RSS "
+                         f"{' + '.join(f'{m:.0f}' for m in point.rss_mib)} MiB", "", ""))
     if "checkpoint" in only:
         print("checkpoint writes (100 changes/s; before = 0.1.0's full save every 2 s):")
         cp = asyncio.run(checkpoint.run(endpoints, objects=20_000 if quick else 100_000,

@@ -31,6 +31,9 @@ from bridge.kube import auth
 from bridge.kube.transport import HttpTransport
 from bridge.leader import LeaderElector, LeadershipLost, default_identity
 from bridge.metrics import synced_streams
+from bridge.sharding.claims import observed_lease
+from bridge.sharding.handover import adopt_previous
+from bridge.sharding.view import shard_filter
 from bridge.supervision import Supervisor
 from bridge.watch.delta import DeltaType
 from bridge.watch.engine import EngineOptions, WatchEngine
@@ -64,7 +67,8 @@ def engine_options(config: Config) -> EngineOptions:
                                                             tuple(r.pointers))
                                                   for r in w.ignore_updates))),
         max_in_flight=config.max_in_flight, list_concurrency=w.list_concurrency,
-        recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True)
+        recheck_interval=w.recheck_interval, versions=dict(w.versions), journal=True,
+        shard=shard_filter(config))
 
 
 def event_builder(config: Config) -> EventBuilder:
@@ -198,7 +202,7 @@ class Bridge:
             return None
         return LeaderElector(transport, le.namespace or auth.own_namespace(), le.name,
                              default_identity(), le.lease_duration, le.renew_deadline,
-                             le.retry_period)
+                             le.retry_period, observed=observed_lease())
 
     async def _lead(self, elector: LeaderElector) -> bool:
         """Stand by until leader (True) or until told to stop (False)."""
@@ -231,6 +235,9 @@ class Bridge:
             try:
                 stored = await store.load()
                 checkpoints = restore(stored.base, stored.segments)
+                shard = shard_filter(config)
+                if not checkpoints and shard is not None and config.sharding.previous:
+                    checkpoints = await adopt_previous(config, transport, shard)
             except Exception as exc:  # any store or broker client error: unavailable
                 raise StartupError(f"cannot read the checkpoint from {store.description}: "
                                    f"{_said(exc)}") from exc

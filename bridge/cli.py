@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", help="run the bridge")
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="YAML config file")
+    run.add_argument("--shard", metavar="I/N", help="run only shard I of N (0-based): its "
+                     "streams, its own checkpoint; what each worker process runs")
+    run.add_argument("--http-port", type=int, metavar="PORT", help="override http.port")
+    run.add_argument("--http-address", metavar="ADDRESS", help="override http.address")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file", metavar="FILE")
     kinds = sub.add_parser("kinds", help="show what would be watched, and why")
@@ -101,7 +105,35 @@ def main(argv: list[str] | None = None) -> int:
     from sinks.provisioning import name_config_file
 
     name_config_file(os.path.abspath(args.config))
-    return _guard(lambda: _run(config))
+    try:
+        run_config = _run_config(config, args)
+    except ValueError as exc:
+        print(f"kube-event-bridge: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    sharding = run_config.sharding
+    if sharding.index is None and (sharding.worker_count() > 1 or sharding.leases):
+        from bridge.workers import run_workers
+
+        return _guard(lambda: run_workers(os.path.abspath(args.config), run_config))
+    return _guard(lambda: _run(run_config))
+
+
+def _run_config(config: Config, args: argparse.Namespace) -> Config:
+    """The config as ``run`` uses it: the HTTP overrides, and one shard's view when
+    ``--shard`` (or ``sharding.index``) names one."""
+    from bridge.sharding.assign import parse_shard
+    from bridge.sharding.view import for_shard
+
+    http = {k: v for k, v in (("port", args.http_port), ("address", args.http_address))
+            if v is not None}
+    if http:
+        config = config.model_copy(update={"http": config.http.model_copy(update=http)})
+    if args.shard is not None:
+        index, count = parse_shard(args.shard)
+        return for_shard(config, index, count)
+    if config.sharding.index is not None:
+        return for_shard(config, config.sharding.index, config.sharding.count())
+    return config
 
 
 def _guard(body: Callable[[], int]) -> int:

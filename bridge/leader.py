@@ -59,7 +59,11 @@ def default_identity() -> str:
 class LeaderElector:
     def __init__(self, transport: Transport, namespace: str, name: str, identity: str,
                  lease_duration: float = 15.0, renew_deadline: float = 10.0,
-                 retry_period: float = 2.0) -> None:
+                 retry_period: float = 2.0, *,
+                 observed: tuple[str, float] | None = None) -> None:
+        """``observed``: the Lease's record fingerprint and the ``time.monotonic()`` moment
+        it was first seen unchanged by this host (e.g. by a shard claimer that started
+        this process), so an expiry already observed need not be waited for again."""
         self.transport = transport
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
         self.name = name
@@ -73,7 +77,7 @@ class LeaderElector:
                 f"leader_election.lease_duration ({self._lease_seconds()}s as written into the "
                 "Lease): otherwise another instance may take over while this one still leads")
         self.holder: str | None = None  # who held the Lease when this candidate last lost
-        self._observed: tuple[str, float] | None = None  # (record fingerprint, monotonic)
+        self._observed = observed  # (record fingerprint, monotonic)
         self._lease: dict[str, Any] | None = None
         self._leading = False  # acquired and neither lost nor released
         self._renew_by = 0.0  # monotonic: leadership ends here unless renewed before

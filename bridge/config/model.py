@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -249,6 +250,64 @@ class LeaderElectionSettings(Strict):
                                 "between a standby's attempts)")
 
 
+class ShardingSettings(Strict):
+    """Scale out: streams spread over `shards` by a stable hash, each shard with its own
+    checkpoint (`checkpoint.id` + `-shard-I-of-N`) and sink clients; run as `workers`
+    processes on one host (docs/scaling.md)."""
+
+    workers: Literal["auto"] | int = Field(1, description="worker processes on this host, "
+                                           "each running one shard under one supervisor "
+                                           "process; auto = the CPU count; 1 = one process "
+                                           "(no supervisor)")
+    shards: int | None = Field(None, ge=1, le=1024, description="total number of shards "
+                               "(default: the number of workers)")
+    index: int | None = Field(None, ge=0, description="run only this shard (0-based), as "
+                              "`run --shard INDEX/SHARDS` does; unset: every shard")
+    split: list[str] = Field(default_factory=list, description="hot kinds (globs over "
+                             '"group/plural" or "group/Kind") spread by namespace hash: '
+                             "every shard watches them and records only the objects of the "
+                             "namespaces it owns")
+
+    previous: int | None = Field(None, ge=1, le=1024, description="the number of shards "
+                                 "before a change (1: unsharded): a shard whose checkpoint "
+                                 "is empty adopts its streams from the previous shards' "
+                                 "checkpoints (stop the previous processes first; "
+                                 "docs/scaling.md)")
+    leases: bool = Field(False, description="replicas: claim shards through per-shard "
+                         "Leases `<leader_election.name>-shard-I` (leader_election's "
+                         "namespace and timings); each replica runs a worker process for "
+                         "each shard it holds, at most ceil(shards / live replicas); needs "
+                         "`shards`")
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, workers: Literal["auto"] | int) -> Literal["auto"] | int:
+        if workers != "auto" and not 1 <= workers <= 256:
+            raise ValueError("workers is auto or 1..256")
+        return workers
+
+    @model_validator(mode="after")
+    def _index(self) -> ShardingSettings:
+        workers = self.worker_count()
+        if self.leases and (self.shards is None or self.workers != 1):
+            raise ValueError("sharding.leases needs `shards` (the fixed total) and no "
+                             "`workers` (a replica runs one worker per shard it claims)")
+        if workers > 1 and self.shards is not None and self.shards != workers:
+            raise ValueError(f"sharding.shards ({self.shards}) must equal the number of "
+                             f"workers ({workers}): each worker runs one shard")
+        if self.index is not None and self.index >= self.count():
+            raise ValueError(f"sharding.index {self.index} is not below the number of shards "
+                             f"({self.count()})")
+        return self
+
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else self.workers
+
+    def count(self) -> int:
+        """The total number of shards."""
+        return self.shards if self.shards is not None else self.worker_count()
+
+
 def _not_builtin(schema: dict[str, Any]) -> None:
     """A plugin's ``type`` is none of the built-in ones (so that exactly one ``oneOf`` branch
     of the JSON schema matches a sink)."""
@@ -289,6 +348,7 @@ class Config(Strict):
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     logging: LogSettings = Field(default_factory=LogSettings)
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    sharding: ShardingSettings = Field(default_factory=ShardingSettings)
     max_in_flight: int = Field(10_000, ge=1, description="events handed on and not yet "
                                "acknowledged; reading pauses when full (backpressure; a "
                                "network read already started may add its events on top)")

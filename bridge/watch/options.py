@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from bridge.sharding.assign import ShardFilter
 from bridge.watch.backoff import Pacing
 from bridge.watch.delta import DeltaType
 from bridge.watch.noise import NoiseRules
@@ -33,3 +34,4 @@ class EngineOptions:
     pacing: Pacing = field(default_factory=Pacing)
     # the API server counts as unreachable once every stream has failed for this long
     unreachable_after: float = 10.0
+    shard: ShardFilter | None = None  # None: every stream, every object (no sharding)

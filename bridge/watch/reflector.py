@@ -104,6 +104,8 @@ class StreamSpec:
     namespace: str | None = None
     health: StreamHealth | None = None  # None: the reflector makes its own
     on_synced: Callable[[], None] | None = None  # called once, when the initial sync is done
+    # a split (hot) kind's shard: records only the objects of the namespaces it owns
+    owns: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class Reflector:
         self._list_gate = source.list_gate
         self._max_pending = source.max_pending
         self._on_synced = spec.on_synced
+        self.owns = spec.owns
         self._path = spec.resource.collection_path(spec.namespace)
         self._watch_list = source.options.watch_list
         self.noise = source.options.noise.for_resource(spec.resource)  # None: no rule
@@ -517,8 +520,8 @@ class _Recorder:
     whether they are synthetic and whether they are delivered (an undelivered or filtered
     change, or an update a noise filter suppresses, counts as acknowledged at once)."""
 
-    __slots__ = ("_deliver", "_key", "_noise", "_resource", "_synthetic", "_tracker", "_types",
-                 "out")
+    __slots__ = ("_deliver", "_key", "_noise", "_owns", "_resource", "_synthetic", "_tracker",
+                 "_types", "out")
 
     def __init__(self, reflector: Reflector, mode: _Mode) -> None:
         self.out: list[Delta] = []
@@ -529,11 +532,16 @@ class _Recorder:
         self._noise = reflector.noise
         self._synthetic = mode.synthetic
         self._deliver = mode.deliver
+        self._owns = reflector.owns
 
     def record(self, kind: DeltaType, obj: dict[str, Any], uid: str, rv: str) -> None:
         meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         synthetic = self._synthetic
+        if self._owns is not None and not self._owns(namespace):
+            if not synthetic:  # another shard's object: only its resume point counts here
+                self._tracker.mark(rv)
+            return
         deliver = self._deliver and kind in self._types
         noise = self._noise
         if kind is DeltaType.DELETED:

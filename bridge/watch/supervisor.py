@@ -50,7 +50,7 @@ from bridge.watch.reflector import (
     StreamSpec,
     VeryShortWatch,
 )
-from bridge.watch.selection import Selection
+from bridge.watch.selection import Selection, kind_names
 from bridge.watch.tracker import StreamCheckpoint
 from bridge.watch.trackers import Trackers
 
@@ -216,8 +216,12 @@ class StreamSupervisor:
             namespaces = list(ctx.selection.namespaces)
         else:
             namespaces = [None]
+        shard = ctx.options.shard
+        split = shard is not None and shard.splits(kind_names(resource))
         for namespace in namespaces:
             key = resource.group_resource + (f"@{namespace}" if namespace else "")
+            if shard is not None and not split and not shard.owns_stream(key):
+                continue  # another shard's stream
             current = self._streams.get(key)
             if current is not None:
                 if current.reflector.resource == resource:
@@ -230,7 +234,8 @@ class StreamSupervisor:
             if selector != options.label_selector:
                 options = dataclasses.replace(options, label_selector=selector)
             reflector = Reflector(
-                StreamSpec(key, resource, namespace, StreamHealth(ctx.options.pacing.clock)),
+                StreamSpec(key, resource, namespace, StreamHealth(ctx.options.pacing.clock),
+                           owns=shard.owns_namespace if shard is not None and split else None),
                 ctx.trackers.tracker(key, resource, builtin), self._outlet,
                 ctx.source(options))
             labels = (reflector.labels["group"], reflector.labels["kind"])

@@ -35,7 +35,8 @@ def kubectl_bin() -> Path:
     return builds.kubectl()
 
 
-@pytest.mark.parametrize("overlay", ["base", "overlays/kafka", "overlays/nats"])
+@pytest.mark.parametrize("overlay", ["base", "overlays/kafka", "overlays/nats",
+                                     "overlays/sharded"])
 def test_manifests_pass_server_side_dry_run(kubectl_bin: Path, endpoints: Endpoints,
                                             overlay: str) -> None:
     rendered = kubectl(kubectl_bin, endpoints.kubeconfig, "kustomize",
