@@ -23,8 +23,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.pipeline import ReplayServer
-from bench.stream import GROUP, KINDS
+from bench.pipeline import ReplayServer, replay_engine
 from bridge.checkpoint.file import FileStore
 from bridge.checkpoint.kafkastore import KafkaStore
 from bridge.checkpoint.store import CheckpointStore
@@ -32,13 +31,8 @@ from bridge.checkpoint.writer import CheckpointWriter
 from bridge.delivery.pipeline import Delivery
 from bridge.delivery.transactional import TransactionPlan
 from bridge.events.builder import EventBuilder
-from bridge.kube import auth
-from bridge.kube.transport import HttpTransport
 from bridge.watch.delta import Delta
-from bridge.watch.engine import EngineOptions, WatchEngine
-from bridge.watch.inventory import Inventory
-from bridge.watch.selection import Selection
-from bridge.watch.tracker import StreamCheckpoint
+from bridge.watch.engine import WatchEngine
 from sinks.kafka import KafkaSettings, KafkaSink, TransactionSettings, producer_options
 
 
@@ -104,12 +98,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 async def one(server: ReplayServer, mode: Mode, kafka: str) -> Outcome:
     run = uuid.uuid4().hex[:8]
-    transport = HttpTransport(auth.load(str(server.kubeconfig)))
-    selection = Selection(crds=False, builtins=tuple(f"{GROUP}/v1/{p}" for p, _ in KINDS))
-    checkpoints = {f"{p}.{GROUP}": StreamCheckpoint("1", 0, Inventory(), "v1")
-                   for p, _ in KINDS}
-    engine = WatchEngine(transport, selection,
-                         EngineOptions(max_in_flight=20_000, journal=True), checkpoints)
+    transport, engine = replay_engine(server, journal=True)
     eo = mode.transaction is not None
     settings = KafkaSettings(
         name="bus", bootstrap_servers=kafka, topic=f"eo{run}" + ".{plural}", batch_size=5000,

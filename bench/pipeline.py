@@ -108,16 +108,22 @@ def make_sink(kind: str, kafka: str, nats_url: str) -> Sink:
     return NullSink(NullSettings(name="null", batch_size=5000))
 
 
-async def ours(server: ReplayServer, kind: str, kafka: str, nats_url: str,
-               journal: bool = False) -> Result:
-    """``journal``: as the daemon runs, with the write-ahead journal on a file store in a
-    temp dir (every batch waits for ``writer.durable()`` before it is dispatched)."""
+def replay_engine(server: ReplayServer, *, journal: bool) -> tuple[HttpTransport, WatchEngine]:
+    """The real watch engine on the replay server's kinds, resuming every stream at "1"."""
     transport = HttpTransport(auth.load(str(server.kubeconfig)))
     selection = Selection(crds=False, builtins=tuple(f"{GROUP}/v1/{p}" for p, _ in KINDS))
     checkpoints = {f"{p}.{GROUP}": StreamCheckpoint("1", 0, Inventory(), "v1")
                    for p, _ in KINDS}
-    engine = WatchEngine(transport, selection,
-                         EngineOptions(max_in_flight=20_000, journal=journal), checkpoints)
+    return transport, WatchEngine(transport, selection,
+                                  EngineOptions(max_in_flight=20_000, journal=journal),
+                                  checkpoints)
+
+
+async def ours(server: ReplayServer, kind: str, kafka: str, nats_url: str,
+               journal: bool = False) -> Result:
+    """``journal``: as the daemon runs, with the write-ahead journal on a file store in a
+    temp dir (every batch waits for ``writer.durable()`` before it is dispatched)."""
+    transport, engine = replay_engine(server, journal=journal)
     sink = make_sink(kind, kafka, nats_url)
     await sink.connect()
     directory = tempfile.mkdtemp(prefix="keb-bench-journal-")
