@@ -31,7 +31,8 @@ class RouteFilter(BaseModel):
     kinds: list[str] = Field(default_factory=list, description="globs over `group/Kind`")
     namespaces: list[str] = Field(default_factory=list, description="globs; `_cluster` "
                                   "matches cluster-scoped objects")
-    types: list[Literal["added", "updated", "deleted"]] = Field(default_factory=list)
+    types: list[Literal["added", "updated", "deleted"]] = Field(
+        default_factory=list, description="event types (empty = all)")
 
 
 class SinkSettings(BaseModel):
@@ -39,7 +40,8 @@ class SinkSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(description="unique name, used in metrics and logs")
-    type: str
+    type: str = Field(description="the sink type: jsonl, kafka, nats, null, or a plugin's "
+                      "name")
     filter: RouteFilter = Field(default_factory=RouteFilter)
     batch_size: int = Field(1000, ge=1, le=100_000,
                             description="most events handed to the sink per send")

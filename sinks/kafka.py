@@ -104,12 +104,17 @@ class KafkaSettings(SinkSettings):
     type: Literal["kafka"] = "kafka"
     bootstrap_servers: str = Field(description="host:port[,host:port...]")
     topic: str = Field("k8s.{group}.{plural}", description="topic template")
-    content_mode: Literal["binary", "structured"] = "binary"
+    content_mode: Literal["binary", "structured"] = Field(
+        "binary", description="binary: `ce_*` headers and the object as the value; "
+        "structured: one CloudEvents JSON document per record")
     tombstones: bool = Field(False, description="after a deletion, also send a null value "
                              "with the same key (for compacted topics)")
-    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
-    linger_ms: int = Field(5, ge=0, le=10_000)
-    max_batch_bytes: int = Field(1_048_576, ge=16_384)
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "none", description="producer batch compression")
+    linger_ms: int = Field(5, ge=0, le=10_000, description="milliseconds the producer waits "
+                           "to fill a batch")
+    max_batch_bytes: int = Field(1_048_576, ge=16_384, description="bytes of one "
+                                 "partition's batch at most")
     ack_timeout: float = Field(30.0, gt=0, description="seconds to wait for a batch's acks")
     tls: TlsSettings | None = None
     sasl: SaslSettings | None = None
@@ -132,7 +137,8 @@ class KafkaSettings(SinkSettings):
     retention_ms: int | None = Field(None, ge=-1, description="`retention.ms` of the topics "
                                      "(-1: forever); none: the broker's default (not checked). "
                                      "With tombstones the policy becomes `compact,delete`")
-    client_id: str = "kube-event-bridge"
+    client_id: str = Field("kube-event-bridge", description="the producer's client id "
+                           "(broker logs and quotas)")
     delivery: Literal["at-least-once", "exactly-once"] = Field(
         "at-least-once", description="`exactly-once`: events and the checkpoint are written "
         "in one Kafka transaction (needs `checkpoint.store: kafka` on the same cluster; at "

@@ -62,7 +62,9 @@ class NatsSettings(SinkSettings):
     stream: str = Field("K8S", description="JetStream stream the subjects belong to")
     subject: str = Field("k8s.{group}.{plural}.{namespace}.{name}",
                          description="subject template; each placeholder is one token")
-    content_mode: Literal["binary", "structured"] = "binary"
+    content_mode: Literal["binary", "structured"] = Field(
+        "binary", description="binary: `ce-*` headers and the object as the payload; "
+        "structured: one CloudEvents JSON document per message")
     create_stream: bool = Field(False, description="at connect, create the stream when it "
                                 "does not exist (with the settings below), and "
                                 "`dead_letter_stream` when no stream holds the dead-letter "
