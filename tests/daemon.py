@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import signal
@@ -25,6 +26,17 @@ def write_config(path: Path, **config: Any) -> Path:
     return path
 
 
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Bridges a failed or timed-out test left running die with the test session."""
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @dataclass
 class BridgeProcess:
     config: Path
@@ -42,6 +54,7 @@ class BridgeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridge.cli", "run", "--config", str(self.config)],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+        _STARTED.append(self.proc)
         out.close()
 
     def get(self, path: str) -> tuple[int, str]:
