@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`; each one past the first starts a test world of its own
+TEST_WORKERS ?= 2
 # The part of the integration suite `make test` also runs with every server in a container
 # (BRIDGE_TEST_BACKEND=testcontainers, ~45 s warm); `make test-containers` runs all of it
 # that way, broker outages included (left out here to keep `make test` near 10 minutes).
@@ -57,7 +59,7 @@ unit: venv ## unit tests only (no servers)
 
 test: deps venv lint ## everything: lint, real servers, unit + integration tests (a part also in containers)
 	$(PY) -m tests.env up >/dev/null
-	@set +e; $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@set +e; $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	$(PY) -m tests.env down; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; \
 	BRIDGE_TEST_BACKEND=testcontainers $(PY) -m pytest $(CONTAINER_TESTS); crc=$$?; \

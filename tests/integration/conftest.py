@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,8 @@ def endpoints() -> Iterator[Endpoints]:
             found, world = backends.local()
             _LOCAL_WORLD.append(world)
             yield found
+            if os.environ.get("KEB_WORLD_OWN"):  # a parallel worker's own world
+                world.down()
         elif name == "external":
             yield backends.external()
         else:
