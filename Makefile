@@ -49,9 +49,10 @@ bench: deps venv ## benchmarks in a separate test world (not part of `make test`
 	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m bench $(BENCH_ARGS); rc=$$?; \
 	KEB_WORLD_DIR=$${TMPDIR:-/tmp}/keb-world-bench-$$(id -u) $(PY) -m tests.env down; exit $$rc
 
-chaos: deps venv ## the full chaos suite (thousands of changes, 20 kills, 60 s outages)
+chaos: deps venv ## the full chaos suite (thousands of changes, 20-30 kills, 60 s outages, exactly-once)
 	$(PY) -m tests.env up >/dev/null
-	@set +e; CHAOS=full $(PY) -m pytest tests/integration/test_chaos.py -s -p no:cacheprovider; \
+	@set +e; CHAOS=full $(PY) -m pytest tests/integration/test_chaos.py \
+	  tests/integration/test_exactly_once.py -s -p no:cacheprovider; \
 	rc=$$?; $(PY) -m tests.env down; exit $$rc
 
 unit: venv ## unit tests only (no servers)
