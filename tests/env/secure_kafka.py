@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.env.kafka_config import single_node
+
 USERS = ("admin", "bridge", "limited")
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 DENIED_PREFIX = "k8s."  # topics ``limited`` may not write
@@ -97,18 +99,7 @@ def server_properties(listeners: Listeners, data: Path, tls: ServerTls,
         "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "super.users=User:ANONYMOUS;User:admin",
         "allow.everyone.if.no.acl.found=false",
-        f"log.dirs={data}",
-        "num.partitions=3",
-        "auto.create.topics.enable=false",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=3",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "transaction.state.log.num.partitions=3",
-        "group.initial.rebalance.delay.ms=0",
-        "num.network.threads=2",
-        "num.io.threads=4",
-        "log.retention.hours=24",
+        *single_node(data, auto_create=False),
         "",
     ])
 

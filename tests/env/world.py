@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.env import builds, pki, procs, secure_kafka, secure_nats, versions
+from tests.env import builds, kafka_config, pki, procs, secure_kafka, secure_nats, versions
 from tests.env.lock import world_lock
 
 SERVICE_PORTS = {  # service -> the ports it listens on, in start order
@@ -238,18 +238,7 @@ class World:
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={data}",
-            "num.partitions=3",
-            "auto.create.topics.enable=true",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=3",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=3",
-            "group.initial.rebalance.delay.ms=0",
-            "num.network.threads=2",
-            "num.io.threads=4",
-            "log.retention.hours=24",
+            *kafka_config.single_node(data, auto_create=True),
             "",
         ]))
         jvm = self._kafka_jvm(work)
